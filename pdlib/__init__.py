@@ -1,0 +1,15 @@
+"""pdlib: tested reference implementations for the book *Perceptual Diffusion*.
+
+Each public function names the paper and equation it implements and the book chapter that teaches it.
+"""
+
+__version__ = "0.1.0"
+
+from .errors import CheckpointError, DatasetUnavailableError, PdlibError, WeightsUnavailableError  # noqa: E402
+from . import data, diffusion, exercises, guidance, methods, metrics, nets, schedules, score, train, viz  # noqa: E402
+from .diffusion import GaussianDiffusion  # noqa: E402
+
+__all__ = [
+    "CheckpointError", "DatasetUnavailableError", "GaussianDiffusion", "PdlibError", "WeightsUnavailableError",
+    "data", "diffusion", "exercises", "guidance", "methods", "metrics", "nets", "schedules", "score", "train", "viz",
+]

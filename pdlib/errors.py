@@ -1,0 +1,21 @@
+"""Typed errors raised by pdlib.
+
+Bad arguments raise the built-in ``ValueError``/``TypeError`` (see ``shared/API.md``); the classes
+here are for things outside the caller's arguments: files that are missing or unsafe.
+"""
+
+
+class PdlibError(Exception):
+    """Base class of pdlib's own errors."""
+
+
+class DatasetUnavailableError(PdlibError, FileNotFoundError):
+    """A data set is not on disk and may not be downloaded; the message says how to get it."""
+
+
+class WeightsUnavailableError(PdlibError, FileNotFoundError):
+    """Pretrained weights are not on disk and may not be downloaded; the message names the file."""
+
+
+class CheckpointError(PdlibError):
+    """A checkpoint is missing, corrupt, or holds objects that would need unpickling arbitrary code."""

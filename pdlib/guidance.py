@@ -1,0 +1,48 @@
+"""Classifier-free guidance (Ho & Salimans 2022) as a wrapper that turns a conditional network into
+a guided one, so any sampler can use it. Book chapter "Guidance"."""
+
+from __future__ import annotations
+
+import torch
+
+from .diffusion import GaussianDiffusion
+
+
+def guided_output(cond: torch.Tensor, uncond: torch.Tensor, w: float) -> torch.Tensor:
+    """out = out_uncond + w (out_cond - out_uncond). w = 1 is the conditional model, w = 0 the
+    unconditional one; Ho & Salimans write the same with (1 + w') for w = 1 + w'."""
+    return uncond + w * (cond - uncond)
+
+
+def rescale_guidance(guided: torch.Tensor, cond: torch.Tensor, phi: float) -> torch.Tensor:
+    """CFG rescale (Lin et al. 2024, eqs. 15-16): match the per-sample std of the guided prediction to
+    the conditional one, then blend with weight ``phi`` (0.7 in the papers)."""
+    dims = tuple(range(1, guided.ndim))
+    rescaled = guided * cond.std(dim=dims, keepdim=True) / guided.std(dim=dims, keepdim=True)
+    return phi * rescaled + (1 - phi) * guided
+
+
+def classifier_free_guidance(net, y: torch.Tensor, w: float, parameterization: str = "eps", *,
+                             process: GaussianDiffusion | None = None, rescale: float = 0.0):
+    """A model ``f(x, t)`` that evaluates ``net`` with labels ``y`` and with ``net.null_class`` in one
+    batch and returns the guided prediction. ``rescale > 0`` applies CFG rescale to the x0/v
+    prediction (it needs ``process`` when the network predicts eps)."""
+    null = getattr(net, "null_class", None)
+    if null is None:
+        raise ValueError("classifier-free guidance needs a network with a null_class")
+    if rescale and parameterization == "eps" and process is None:
+        raise ValueError("rescale with an eps network needs the process to convert to x0")
+
+    def guided(x, t):
+        both = net(torch.cat([x, x]), torch.cat([t, t]),
+                   y=torch.cat([y.to(x.device), torch.full_like(y, null).to(x.device)]))
+        cond, uncond = both.chunk(2)
+        out = guided_output(cond, uncond, w)
+        if not rescale:
+            return out
+        if parameterization != "eps":
+            return rescale_guidance(out, cond, rescale)
+        x0_c, x0_g = process.predict_x0_from_eps(x, t, cond), process.predict_x0_from_eps(x, t, out)
+        return process.predict_eps_from_x0(x, t, rescale_guidance(x0_g, x0_c, rescale))
+
+    return guided

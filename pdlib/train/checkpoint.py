@@ -1,0 +1,84 @@
+"""Checkpoints that are written atomically and never unpickle arbitrary objects.
+
+``.safetensors`` files hold a flat dict of tensors (weights for sharing); any other suffix holds a
+nested training state (tensors, numbers, strings, lists, dicts) written by ``torch.save`` and read
+back with ``weights_only=True``.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+from pathlib import Path
+
+import torch
+
+from ..errors import CheckpointError
+
+
+def _write_atomically(path: Path, write) -> None:
+    """Call ``write(tmp_path)`` on a temporary file beside ``path``, then rename it over ``path``.
+
+    A crash mid-write leaves the old file untouched and no temporary file behind."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_checkpoint(path, state: dict) -> Path:
+    """Write ``state`` to ``path`` atomically. A ``.safetensors`` path takes a flat ``{name: tensor}``
+    dict (string metadata may go under the key ``"__metadata__"``); other paths take any nested dict of
+    tensors and plain Python values."""
+    path = Path(path)
+    if not isinstance(state, dict):
+        raise TypeError(f"state must be a dict, got {type(state).__name__}")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import save_file
+
+        metadata = state.get("__metadata__")
+        tensors = {k: v.detach().contiguous().cpu() for k, v in state.items() if k != "__metadata__"}
+        bad = [k for k, v in tensors.items() if not isinstance(v, torch.Tensor)]
+        if bad:
+            raise TypeError(f"safetensors holds tensors only; not tensors: {bad}")
+        _write_atomically(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
+    else:
+        _write_atomically(path, lambda tmp: torch.save(state, tmp))
+    return path
+
+
+def load_checkpoint(path, map_location="cpu") -> dict:
+    """Read a checkpoint written by ``save_checkpoint`` without running any code stored in it.
+
+    Raises ``CheckpointError`` when the file is missing, truncated, or would need arbitrary unpickling."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint at {path}")
+    if path.suffix == ".safetensors":
+        from safetensors import safe_open
+        from safetensors.torch import load_file
+
+        try:
+            state = load_file(path, device=str(map_location))
+            with safe_open(path, "pt") as f:
+                metadata = f.metadata()
+        except Exception as err:
+            raise CheckpointError(f"{path} is not a valid safetensors file: {err}") from err
+        if metadata:
+            state["__metadata__"] = metadata
+        return state
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise CheckpointError(f"refusing to load {path}: it holds objects beyond tensors and plain "
+                              f"values, which could run code when unpickled ({err})") from err
+    except (RuntimeError, EOFError) as err:
+        raise CheckpointError(f"{path} is truncated or not a checkpoint: {err}") from err
