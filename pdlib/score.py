@@ -45,7 +45,8 @@ class NoiseConditionalScore(nn.Module):
 def dsm_loss(score_model: Callable, x0: torch.Tensor, sigmas: torch.Tensor, *,
              generator: torch.Generator | None = None) -> torch.Tensor:
     """Denoising score matching (Vincent 2011) at random levels, weighted by lambda(sigma) = sigma^2
-    (Song & Ermon 2019, eq. 5-6): mean over the batch of 1/2 sigma^2 |s(x0 + sigma z, i) + z/sigma|^2."""
+    (Song & Ermon 2019, eq. 5-6): mean over the batch of
+    ``1/2 sigma^2 ||s(x0 + sigma z, i) + z/sigma||^2``."""
     _validate.tensor("x0", x0, min_ndim=2)
     sigmas = torch.as_tensor(sigmas, device=x0.device, dtype=x0.dtype)
     level = torch.randint(0, len(sigmas), (x0.shape[0],), generator=generator, device=x0.device)

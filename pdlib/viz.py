@@ -48,3 +48,56 @@ def vector_field2d(ax, field: Callable[[torch.Tensor], torch.Tensor], lim: float
     if title:
         ax.set_title(title)
     return ax
+
+
+def image_grid(images: torch.Tensor, nrow: int = 8, pad: int = 1) -> torch.Tensor:
+    """Tile ``[B, C, H, W]`` images in [-1, 1] into one ``[H', W', C]`` array in [0, 1] for imshow."""
+    if images.ndim != 4:
+        raise ValueError(f"images must be [B, C, H, W], got shape {tuple(images.shape)}")
+    b, c, h, w = images.shape
+    ncol = min(nrow, b)
+    nrows = -(-b // ncol)
+    x = (images.detach().float().cpu().clamp(-1, 1) + 1) / 2
+    x = torch.cat([x, x.new_ones(nrows * ncol - b, c, h, w)])  # blank tiles fill the last row
+    x = torch.nn.functional.pad(x, (0, pad, 0, pad), value=1.0)
+    x = x.reshape(nrows, ncol, c, h + pad, w + pad).permute(2, 0, 3, 1, 4)
+    canvas = torch.nn.functional.pad(x.reshape(c, nrows * (h + pad), ncol * (w + pad)), (pad, 0, pad, 0), value=1.0)
+    grid = canvas.permute(1, 2, 0)
+    return grid[..., 0] if c == 1 else grid
+
+
+def show_images(ax, images: torch.Tensor, nrow: int = 8, title: str | None = None):
+    """Draw an image grid on ``ax`` without ticks."""
+    grid = image_grid(images, nrow)
+    ax.imshow(grid, cmap="gray" if grid.ndim == 2 else None, vmin=0, vmax=1, interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if title:
+        ax.set_title(title)
+    return ax
+
+
+def save_image_grid(images: torch.Tensor, path, nrow: int = 8) -> None:
+    """Write an image grid to a PNG file."""
+    import matplotlib.pyplot as plt
+
+    grid = image_grid(images, nrow).numpy()
+    plt.imsave(path, grid, cmap="gray" if grid.ndim == 2 else None, vmin=0, vmax=1)
+
+
+def plot_history(history: list[dict], path=None, ax=None, key: str = "loss"):
+    """Plot a trainer's logged ``key`` against the step; save to ``path`` when given."""
+    import matplotlib.pyplot as plt
+
+    own = ax is None
+    if own:
+        fig, ax = plt.subplots(figsize=(5, 3))
+    ax.plot([h["step"] for h in history], [h[key] for h in history])
+    ax.set_xlabel("step")
+    ax.set_ylabel(key)
+    ax.set_yscale("log")
+    if path is not None:
+        ax.figure.savefig(path, dpi=100, bbox_inches="tight")
+        if own:
+            plt.close(ax.figure)
+    return ax

@@ -47,7 +47,7 @@ def sliced_wasserstein(x: torch.Tensor, y: torch.Tensor, n_projections: int = 25
 
 def mmd(x: torch.Tensor, y: torch.Tensor, bandwidths=(0.1, 0.2, 0.5, 1.0, 2.0)) -> float:
     """Unbiased squared maximum mean discrepancy (Gretton et al. 2012, eq. 3) with a sum of RBF
-    kernels k(a, b) = exp(-|a - b|^2 / (2 h^2)) over the ``bandwidths`` h. Near 0 (it can be
+    kernels ``k(a, b) = exp(-||a - b||^2 / (2 h^2))`` over the ``bandwidths`` h. Near 0 (it can be
     slightly negative) when x and y come from the same distribution."""
     _check_pair(x, y)
     x, y = x.detach().double().cpu(), y.detach().double().cpu()

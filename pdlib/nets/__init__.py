@@ -2,5 +2,7 @@
 
 from .embedding import timestep_embedding
 from .mlp import MLP2D
+from .unet import PRESETS as UNET_PRESETS
+from .unet import UNet
 
-__all__ = ["MLP2D", "timestep_embedding"]
+__all__ = ["MLP2D", "UNET_PRESETS", "UNet", "timestep_embedding"]

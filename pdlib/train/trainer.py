@@ -8,15 +8,19 @@ resumed run continues exactly as an uninterrupted one would on the CPU.
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from torch.utils.data.distributed import DistributedSampler
 
 from .. import __version__, _validate
 from ..progress import progress_bar
+from . import distributed
 from .checkpoint import load_checkpoint, save_checkpoint
 from .ema import EMA
 
@@ -39,6 +43,11 @@ class TrainConfig:
     log_every: int = 50
     checkpoint_every: int | None = None
     checkpoint_path: str | None = None
+    log_path: str | None = None
+    channels_last: bool = False
+    compile: bool = False
+    num_workers: int = 0
+    dataset_labels: bool = False
     progress: bool = True
 
     def __post_init__(self):
@@ -48,8 +57,6 @@ class TrainConfig:
         _validate.choice("amp", self.amp, (None, "bf16"))
         if self.lr <= 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
-        if self.checkpoint_every is not None and self.checkpoint_path is None:
-            raise ValueError("checkpoint_every needs checkpoint_path")
 
 
 def resolve_device(device: str) -> torch.device:
@@ -63,28 +70,43 @@ class Trainer:
     """Trains ``method`` on ``data`` for ``config.steps`` optimiser steps.
 
     ``data`` is a tensor of examples, a tuple ``(x, y)`` of examples and labels (passed as ``y=``),
-    or a function ``(batch_size, generator) -> x or (x, y)`` that draws a fresh batch. ``history`` holds
-    one dict of averaged loss terms every ``log_every`` steps. Call ``fit()``; ``save``/``load`` (or
-    ``resume=path``) checkpoint the whole state. On an exception the trainer writes a checkpoint
-    first when ``checkpoint_path`` is set, so no work is lost.
+    a function ``(batch_size, generator) -> x or (x, y)`` that draws a fresh batch, or a
+    ``torch.utils.data.Dataset`` of ``x`` or ``(x, y)`` items (read through a shuffling DataLoader; its
+    labels are passed only with ``dataset_labels=True``).
+    Resuming is exact for the first three; for a Dataset the shuffling restarts. ``history`` holds one
+    dict of averaged loss terms every ``log_every`` steps (also appended as a JSON line to
+    ``log_path``). Call ``fit()``; ``save``/``load`` (or ``resume=path``) checkpoint the whole state.
+    On an exception the trainer writes a checkpoint first when ``checkpoint_path`` is set, so no work
+    is lost. Under ``torchrun`` the method is wrapped in DistributedDataParallel, each process draws
+    its own batches, and only rank 0 writes files.
     """
 
     def __init__(self, method: nn.Module, data, config: TrainConfig | None = None, *,
                  resume: str | Path | None = None, **overrides):
         self.config = dataclasses.replace(config or TrainConfig(), **overrides)
         cfg = self.config
-        self.device = resolve_device(cfg.device)
+        if cfg.checkpoint_every is not None and cfg.checkpoint_path is None:
+            raise ValueError("checkpoint_every needs checkpoint_path")
+        self.device = distributed.local_device(resolve_device(cfg.device))
+        distributed.init_distributed(self.device)
+        rank = distributed.rank()
+        if cfg.channels_last:
+            method = method.to(memory_format=torch.channels_last)
         self.method = method.to(self.device)
+        self.loss_module = distributed.wrap_for_training(self.method, self.device)
+        if cfg.compile:
+            self.loss_module = torch.compile(self.loss_module)
         self.data = data
+        self._loader_iter = None
         params = [p for p in method.parameters() if p.requires_grad]
         if not params:
             raise ValueError("the method has no trainable parameters")
         self.optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.adam_betas),
                                            weight_decay=cfg.weight_decay)
         self.ema = EMA(method, cfg.ema_decay) if cfg.ema_decay is not None else None
-        torch.manual_seed(cfg.seed)  # dropout and initialisers draw from the global generator
-        self.data_generator = torch.Generator().manual_seed(cfg.seed)
-        self.loss_generator = torch.Generator(self.device).manual_seed(cfg.seed + 1)
+        torch.manual_seed(cfg.seed + rank)  # dropout draws from the global generator
+        self.data_generator = torch.Generator().manual_seed(cfg.seed + 1000 * rank)
+        self.loss_generator = torch.Generator(self.device).manual_seed(cfg.seed + 1000 * rank + 1)
         self.step = 0
         self.history: list[dict] = []
         self.wall_time = 0.0
@@ -92,9 +114,33 @@ class Trainer:
             self.load(resume)
 
     # ------------------------------------------------------------------ data
+    def _next_from_dataset(self):
+        if self._loader_iter is None:
+            if distributed.world_size() > 1:
+                sampler = DistributedSampler(self.data, seed=self.config.seed, drop_last=True)
+            else:
+                sampler = torch.utils.data.RandomSampler(self.data, generator=self.data_generator)
+            loader = DataLoader(self.data, batch_size=self.config.batch_size, sampler=sampler, drop_last=True,
+                                num_workers=self.config.num_workers, pin_memory=self.device.type == "cuda")
+
+            def forever():
+                epoch = 0
+                while True:
+                    if isinstance(sampler, DistributedSampler):
+                        sampler.set_epoch(epoch)
+                    yield from loader
+                    epoch += 1
+
+            self._loader_iter = forever()
+        return next(self._loader_iter)
+
     def _batch(self):
         cfg, data = self.config, self.data
-        if callable(data) and not isinstance(data, torch.Tensor):
+        if isinstance(data, Dataset):
+            batch = self._next_from_dataset()
+            if isinstance(batch, (tuple, list)) and not cfg.dataset_labels:
+                batch = batch[0]
+        elif callable(data) and not isinstance(data, torch.Tensor):
             batch = data(cfg.batch_size, self.data_generator)
         else:
             tensors = data if isinstance(data, (tuple, list)) else (data,)
@@ -102,6 +148,8 @@ class Trainer:
             batch = tuple(x[idx] for x in tensors)
         batch = batch if isinstance(batch, (tuple, list)) else (batch,)
         x = batch[0].to(self.device, non_blocking=True)
+        if cfg.channels_last and x.ndim == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
         cond = {"y": batch[1].to(self.device)} if len(batch) > 1 else {}
         return x, cond
 
@@ -118,7 +166,7 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = self._lr()
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=cfg.amp == "bf16"):
-            terms = self.method.loss(x, generator=self.loss_generator, **cond)
+            terms = self.loss_module(x, generator=self.loss_generator, **cond)
         loss = terms["loss"]
         if not torch.isfinite(loss):
             raise FloatingPointError(f"loss became {loss.item()} at step {self.step}")
@@ -147,13 +195,14 @@ class Trainer:
                 if self.step % cfg.log_every == 0:
                     record = {"step": self.step, **{k: v / cfg.log_every for k, v in running.items()}}
                     self.history.append(record)
+                    self._write_log(record)
                     bar.set_postfix(loss=f"{record['loss']:.4f}")
                     running = {}
                 if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
                     self.save(cfg.checkpoint_path)
         except BaseException:
-            if cfg.checkpoint_path is not None and self.step > 0:
-                self.save(cfg.checkpoint_path)
+            if cfg.checkpoint_path is not None and self.step > 0 and distributed.is_main_process():
+                save_checkpoint(cfg.checkpoint_path, self.state_dict())  # no barrier: peers may be gone
             raise
         finally:
             self.wall_time += time.perf_counter() - start
@@ -161,6 +210,13 @@ class Trainer:
         if cfg.checkpoint_path is not None:
             self.save(cfg.checkpoint_path)
         return self.history
+
+    def _write_log(self, record: dict) -> None:
+        if self.config.log_path is not None and distributed.is_main_process():
+            path = Path(self.config.log_path)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(path, "a") as f:
+                f.write(json.dumps(record) + "\n")
 
     @property
     def model(self) -> nn.Module:
@@ -186,9 +242,11 @@ class Trainer:
             state["rng"]["cuda"] = torch.cuda.get_rng_state_all()
         return state
 
-    def save(self, path) -> Path:
-        """Write the whole training state atomically."""
-        return save_checkpoint(path, self.state_dict())
+    def save(self, path) -> Path | None:
+        """Write the whole training state atomically (on rank 0 only; returns None elsewhere)."""
+        written = save_checkpoint(path, self.state_dict()) if distributed.is_main_process() else None
+        distributed.barrier()
+        return written
 
     def load(self, path) -> None:
         """Restore a state written by ``save``; training then continues exactly where it stopped."""

@@ -1,0 +1,109 @@
+"""The command line: ``python -m pdlib train|sample|eval|experiment``.
+
+    python -m pdlib train --config shapes-ddpm train.steps=200
+    torchrun --nproc_per_node=4 -m pdlib train --config cifar10-ddpm
+    python -m pdlib sample --config shapes-ddpm --n 64 --out grid.png
+    python -m pdlib eval --config shapes-ddpm --n-samples 512
+    python -m pdlib experiment ddpm-shapes --budget book
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+
+def _config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", required=True, help="a preset name (see --list-configs) or a YAML file")
+    p.add_argument("overrides", nargs="*", help="dotted overrides such as train.steps=100")
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m pdlib", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--list-configs", action="store_true", help="print the preset names and exit")
+    sub = ap.add_subparsers(dest="command")
+    p = sub.add_parser("train", help="train a model (under torchrun: on several processes)")
+    _config_args(p)
+    p.add_argument("--resume", action="store_true", help="continue from OUT_DIR/checkpoint.pt")
+    p = sub.add_parser("sample", help="draw samples from a trained model into a PNG grid")
+    _config_args(p)
+    p.add_argument("--checkpoint", help="checkpoint.pt or .safetensors (default: OUT_DIR/checkpoint.pt)")
+    p.add_argument("--n", type=int, default=64)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", help="PNG path (default: OUT_DIR/samples.png)")
+    p = sub.add_parser("eval", help="sample N images in batches and report the configured metrics")
+    _config_args(p)
+    p.add_argument("--checkpoint")
+    p.add_argument("--n-samples", type=int, help="how many samples (required here or as eval.n_samples)")
+    p.add_argument("--seed", type=int, default=0)
+    p = sub.add_parser("experiment", help="run a named book experiment and write book/results/NAME")
+    p.add_argument("name", nargs="?", help="experiment name (see --list)")
+    p.add_argument("--budget", default="book", choices=("smoke", "book", "paper"))
+    p.add_argument("--out", help="output folder (default: book/results/NAME)")
+    p.add_argument("--list", action="store_true", help="list the experiments")
+    p.add_argument("--check", action="store_true",
+                   help="check that committed artifacts match the experiments' current definitions")
+    return ap
+
+
+def main(argv=None) -> int:
+    ap = parser()
+    args, extra = ap.parse_known_args(argv)
+    stray = [e for e in extra if e.startswith("-") or "=" not in e]
+    if stray or (extra and not hasattr(args, "overrides")):
+        ap.error(f"unrecognized arguments: {' '.join(stray or extra)}")
+    if extra:
+        args.overrides = args.overrides + extra  # key=value overrides may follow the flags too
+    from . import config as config_mod
+    from . import runs
+
+    if args.list_configs:
+        print("\n".join(config_mod.preset_names()))
+        return 0
+    if args.command is None:
+        parser().print_help()
+        return 2
+    if args.command == "experiment":
+        from . import experiments
+
+        if args.list:
+            for name, exp in experiments.REGISTRY.items():
+                print(f"{name:24s} {exp.description}")
+            return 0
+        if args.check:
+            problems = experiments.check_artifacts()
+            print("\n".join(problems) or "all committed artifacts match their experiment definitions")
+            return 1 if problems else 0
+        if not args.name:
+            raise SystemExit("name an experiment (see --list)")
+        out = experiments.run(args.name, budget=args.budget, out_dir=args.out)
+        print(f"wrote {out}")
+        return 0
+    cfg = config_mod.load_config(args.config, args.overrides)
+    if args.command == "train":
+        trainer = runs.train_run(cfg, resume=args.resume)
+        if trainer.history:
+            print(json.dumps(trainer.history[-1]))
+        return 0
+    method = runs.load_trained(cfg, args.checkpoint)
+    device = next(method.parameters()).device
+    g = torch.Generator(device).manual_seed(args.seed)
+    if args.command == "sample":
+        out = Path(args.out or Path(cfg.out_dir) / "samples.png")
+        samples = runs.sample_in_batches(method, args.n, cfg.sample.batch_size, generator=g, **runs.sample_kwargs(cfg))
+        out.parent.mkdir(parents=True, exist_ok=True)
+        runs.save_samples_figure(samples, out)
+        print(f"wrote {out}")
+        return 0
+    results = runs.evaluate(cfg, method, n_samples=args.n_samples, generator=g)
+    print(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,94 @@
+"""Experiments of the images chapter: DDPM on one-disc shapes (16x16) and on digits."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from ..config import load_config
+from . import Experiment, register
+
+SHAPES_STEPS = {"smoke": 4, "book": 3000, "paper": 100000}
+SHAPES_SAMPLER_STEPS = (5, 10, 20, 50, 100)
+
+
+def shapes_runs(budget: str) -> dict:
+    overrides = [f"train.steps={SHAPES_STEPS[budget]}"]
+    if budget == "smoke":
+        overrides += ["data.n=256", "train.checkpoint_every=2", "train.log_every=2", "sample.n=4"]
+    if budget == "paper":
+        overrides += ["data.size=32", "model.kwargs={image_size: 32}", "train.batch_size=128", "train.device=auto"]
+    return {"ddpm": load_config("shapes-ddpm", overrides)}
+
+
+def validity_by_steps(method, n: int, sampler_steps=SHAPES_SAMPLER_STEPS, seed: int = 0) -> dict:
+    """Fraction of valid one-disc samples for DDIM (eta = 0) at each number of steps, plus the
+    full-length ancestral DDPM sampler; the same initial noise for every setting."""
+    from ..data.shapes import shapes_validity
+
+    device = next(method.parameters()).device
+    out = {}
+    for steps in sampler_steps:
+        g = torch.Generator(device).manual_seed(seed)
+        x = method.sample(n, sampler="ddim", steps=steps, clip=True, generator=g, progress=False)
+        out[f"ddim{steps}"] = round(float(shapes_validity(x).float().mean()), 4)
+    g = torch.Generator(device).manual_seed(seed)
+    x = method.sample(n, sampler="ddpm", clip=True, generator=g, progress=False)
+    out[f"ddpm{method.process.T}"] = round(float(shapes_validity(x).float().mean()), 4)
+    return out
+
+
+def shapes_evaluate(methods: dict, out: Path, budget: str) -> dict:
+    import matplotlib.pyplot as plt
+
+    from ..viz import save_image_grid
+
+    method = methods["ddpm"]
+    n = 8 if budget == "smoke" else 256
+    validity = validity_by_steps(method, n)
+    g = torch.Generator(next(method.parameters()).device).manual_seed(1)
+    save_image_grid(method.sample(64 if budget != "smoke" else 4, sampler="ddim", steps=50, clip=True,
+                                  generator=g, progress=False), out / "samples_ddim50.png")
+    fig, ax = plt.subplots(figsize=(4, 3))
+    ddim = [validity[f"ddim{s}"] for s in SHAPES_SAMPLER_STEPS]
+    ax.plot(SHAPES_SAMPLER_STEPS, ddim, "o-", label="DDIM, eta=0")
+    ax.axhline(validity[f"ddpm{method.process.T}"], color="tab:red", ls="--", label="DDPM, all steps")
+    ax.set_xscale("log")
+    ax.set_xlabel("sampling steps")
+    ax.set_ylabel("valid one-disc samples")
+    ax.set_ylim(0, 1)
+    ax.legend()
+    fig.savefig(out / "validity_vs_steps.png", dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return {"n_eval_samples": n, "validity": validity}
+
+
+register(Experiment("ddpm-shapes", "DDPM (cpu-small UNet) on 16x16 one-disc images; validity vs sampling steps",
+                    shapes_runs, shapes_evaluate))
+
+
+DIGITS_STEPS = {"smoke": 4, "book": 1500, "paper": 50000}
+
+
+def digits_runs(budget: str) -> dict:
+    overrides = ["data.name=digits", "model.kwargs={in_channels: 1}", f"train.steps={DIGITS_STEPS[budget]}",
+                 "train.checkpoint_every=500", "name=digits-ddpm"]
+    if budget == "smoke":
+        overrides += ["train.checkpoint_every=2", "train.log_every=2", "sample.n=4"]
+    return {"ddpm": load_config("shapes-ddpm", overrides)}
+
+
+def digits_evaluate(methods: dict, out: Path, budget: str) -> dict:
+    from ..viz import save_image_grid
+
+    method = methods["ddpm"]
+    g = torch.Generator(next(method.parameters()).device).manual_seed(0)
+    n = 4 if budget == "smoke" else 64
+    save_image_grid(method.sample(n, sampler="ddim", steps=50, clip=True, generator=g, progress=False),
+                    out / "samples_ddim50.png")
+    return {"n_grid_samples": n}
+
+
+register(Experiment("ddpm-digits", "DDPM (cpu-small UNet, 1 channel) on scikit-learn's 8x8 digits upsampled to 16x16",
+                    digits_runs, digits_evaluate))
