@@ -64,6 +64,15 @@ class GaussianDiffusion:
         out = arr.to(x.device)[t.to(x.device)].to(x.dtype)
         return out.reshape(-1, *([1] * (x.ndim - 1)))
 
+    @staticmethod
+    def _noise_like(x: torch.Tensor, noise, generator) -> torch.Tensor:
+        """``noise`` checked to have x's shape, or fresh N(0, I) noise drawn from ``generator``."""
+        if noise is None:
+            return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        if noise.shape != x.shape:
+            raise ValueError(f"noise shape {tuple(noise.shape)} differs from the data shape {tuple(x.shape)}")
+        return noise
+
     def _abar(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """abar_t with abar_{-1} = 1 (the clean data), shaped to broadcast over x."""
         padded = torch.cat([self.alphas_cumprod, self.alphas_cumprod.new_ones(1)])
@@ -75,10 +84,7 @@ class GaussianDiffusion:
         """x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps  (Ho et al. 2020, eq. 4)."""
         _validate.tensor("x0", x0, min_ndim=2)
         t = self._check_t(t, x0)
-        if noise is None:
-            noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
-        elif noise.shape != x0.shape:
-            raise ValueError(f"noise shape {tuple(noise.shape)} differs from x0 shape {tuple(x0.shape)}")
+        noise = self._noise_like(x0, noise, generator)
         abar = self._gather(self.alphas_cumprod, t, x0)
         return abar.sqrt() * x0 + (1 - abar).sqrt() * noise
 
@@ -184,8 +190,7 @@ class GaussianDiffusion:
         mean, var, _ = self.q_posterior(x0, xt, t)
         if variance == "large":
             var = self._gather(self.betas, t, xt)
-        if noise is None:
-            noise = torch.randn(xt.shape, generator=generator, device=xt.device, dtype=xt.dtype)
+        noise = self._noise_like(xt, noise, generator)
         nonzero = (t > 0).to(xt.dtype).reshape(-1, *([1] * (xt.ndim - 1)))
         return mean + nonzero * var.sqrt() * noise
 
@@ -213,9 +218,7 @@ class GaussianDiffusion:
         sigma = eta * ((1 - abar_prev) / (1 - abar) * (1 - abar / abar_prev)).sqrt()
         out = abar_prev.sqrt() * x0 + (1 - abar_prev - sigma**2).clamp(min=0).sqrt() * eps
         if eta > 0:
-            if noise is None:
-                noise = torch.randn(xt.shape, generator=generator, device=xt.device, dtype=xt.dtype)
-            out = out + sigma * noise
+            out = out + sigma * self._noise_like(xt, noise, generator)
         return out
 
     # --------------------------------------------------------------- respacing
@@ -248,6 +251,9 @@ class GaussianDiffusion:
         if device is None:
             param = next(model.parameters(), None) if isinstance(model, nn.Module) else None
             device = param.device if param is not None else (noise.device if noise is not None else "cpu")
+        if parameterization == "eps" and float(self.alphas_cumprod[-1]) == 0.0:
+            raise ValueError("this schedule ends at zero SNR (abar = 0), where an eps prediction gives no "
+                             "information about x0; train and sample with parameterization='v' or 'x0'")
         shape = tuple(shape)
         model_kwargs = model_kwargs or {}
         kept = list(range(self.T)) if steps is None else space_timesteps(self.T, steps)

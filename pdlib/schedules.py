@@ -18,6 +18,9 @@ SCHEDULES = ("linear", "cosine", "quadratic", "ddgan")
 def linear_betas(T: int, beta_start: float = 1e-4, beta_end: float = 0.02) -> torch.Tensor:
     """Ho et al. (2020) linear betas, with both ends scaled by 1000/T (Nichol & Dhariwal 2021, sec. 2)."""
     scale = 1000.0 / T
+    if scale * beta_end >= 1:
+        raise ValueError(f"the linear schedule scaled to T={T} would have betas >= 1; use T >= "
+                         f"{int(1000 * beta_end) + 1} or another schedule")
     return torch.linspace(scale * beta_start, scale * beta_end, T, dtype=torch.float64)
 
 
@@ -127,6 +130,9 @@ def space_timesteps(T: int, spec) -> list[int]:
         if not 1 <= count <= length:
             raise ValueError(f"cannot take {count} steps from a section of {length} (T={T}, spec={spec!r})")
         stride = (length - 1) / (count - 1) if count > 1 else 1
-        kept += [start + round(j * stride) for j in range(count)]
+        position = 0.0
+        for _ in range(count):  # accumulate as improved diffusion does: rounding ties then agree
+            kept.append(start + round(position))
+            position += stride
         start += length
     return sorted(set(kept))

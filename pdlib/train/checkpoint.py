@@ -45,10 +45,10 @@ def save_checkpoint(path, state: dict) -> Path:
         from safetensors.torch import save_file
 
         metadata = state.get("__metadata__")
-        tensors = {k: v.detach().contiguous().cpu() for k, v in state.items() if k != "__metadata__"}
-        bad = [k for k, v in tensors.items() if not isinstance(v, torch.Tensor)]
+        bad = [k for k, v in state.items() if k != "__metadata__" and not isinstance(v, torch.Tensor)]
         if bad:
             raise TypeError(f"safetensors holds tensors only; not tensors: {bad}")
+        tensors = {k: v.detach().contiguous().cpu() for k, v in state.items() if k != "__metadata__"}
         _write_atomically(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
     else:
         _write_atomically(path, lambda tmp: torch.save(state, tmp))
@@ -80,5 +80,5 @@ def load_checkpoint(path, map_location="cpu") -> dict:
     except pickle.UnpicklingError as err:
         raise CheckpointError(f"refusing to load {path}: it holds objects beyond tensors and plain "
                               f"values, which could run code when unpickled ({err})") from err
-    except (RuntimeError, EOFError) as err:
-        raise CheckpointError(f"{path} is truncated or not a checkpoint: {err}") from err
+    except Exception as err:  # truncated or foreign files fail in many ways inside the unpickler
+        raise CheckpointError(f"{path} is truncated or not a checkpoint: {type(err).__name__}: {err}") from err

@@ -57,6 +57,12 @@ class TrainConfig:
         _validate.choice("amp", self.amp, (None, "bf16"))
         if self.lr <= 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.grad_clip is not None and self.grad_clip <= 0:
+            raise ValueError(f"grad_clip must be > 0 or None, got {self.grad_clip}")
+        if self.warmup_steps < 0:
+            raise ValueError(f"warmup_steps must be >= 0, got {self.warmup_steps}")
+        if self.checkpoint_every is not None:
+            _validate.positive_int("checkpoint_every", self.checkpoint_every)
 
 
 def resolve_device(device: str) -> torch.device:
@@ -109,6 +115,8 @@ class Trainer:
         self.loss_generator = torch.Generator(self.device).manual_seed(cfg.seed + 1000 * rank + 1)
         self.step = 0
         self.history: list[dict] = []
+        self._running: dict[str, float] = {}  # sums of the loss terms since the last log record
+        self._running_count = 0
         self.wall_time = 0.0
         if resume is not None:
             self.load(resume)
@@ -184,20 +192,21 @@ class Trainer:
         """Train until ``steps`` (default ``config.steps``) optimiser steps are done in total."""
         cfg = self.config
         target = cfg.steps if steps is None else steps
-        running: dict[str, float] = {}
         bar = progress_bar(total=max(0, target - self.step), desc="training", enabled=cfg.progress)
         start = time.perf_counter()
         try:
             while self.step < target:
                 for k, v in self.train_step().items():
-                    running[k] = running.get(k, 0.0) + v
+                    self._running[k] = self._running.get(k, 0.0) + v
+                self._running_count += 1
                 bar.update(1)
                 if self.step % cfg.log_every == 0:
-                    record = {"step": self.step, **{k: v / cfg.log_every for k, v in running.items()}}
+                    n = self._running_count
+                    record = {"step": self.step, **{k: v / n for k, v in self._running.items()}}
                     self.history.append(record)
                     self._write_log(record)
                     bar.set_postfix(loss=f"{record['loss']:.4f}")
-                    running = {}
+                    self._running, self._running_count = {}, 0
                 if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
                     self.save(cfg.checkpoint_path)
         except BaseException:
@@ -230,6 +239,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "step": self.step,
             "history": self.history,
+            "running": {"sums": self._running, "count": self._running_count},
             "wall_time": self.wall_time,
             "config": dataclasses.asdict(self.config),
             "pdlib_version": __version__,
@@ -258,6 +268,8 @@ class Trainer:
                 raise ValueError(f"{path} has no EMA weights but this trainer uses EMA")
             self.ema.module.load_state_dict(state["ema"])
         self.step, self.history = int(state["step"]), list(state["history"])
+        self._running = dict(state["running"]["sums"])
+        self._running_count = int(state["running"]["count"])
         self.wall_time = float(state.get("wall_time", 0.0))
         rng = state["rng"]
         self.data_generator.set_state(rng["data"].cpu())

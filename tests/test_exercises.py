@@ -1,0 +1,159 @@
+"""The exercise checkers: accept a correct solution (written here in plain torch), reject wrong ones
+with a hint, report stubs as not implemented, and survive any other error in the student's code."""
+
+import math
+
+import pytest
+import torch
+
+from pdlib import exercises
+from pdlib.exercises import CheckResult
+
+
+# --------------------------------------------------------------------- reference solutions (plain torch)
+def q_sample(x0, t, eps, alphas_cumprod):
+    a = alphas_cumprod[t][:, None]
+    return a.sqrt() * x0 + (1 - a).sqrt() * eps
+
+
+def posterior_mean(x0, xt, t, betas):
+    alphas = 1 - betas
+    abar = torch.cumprod(alphas, 0)
+    abar_prev = torch.cat([torch.ones(1, dtype=abar.dtype), abar[:-1]])
+    b, a, ap, al = (v[t][:, None] for v in (betas, abar, abar_prev, alphas))
+    return ap.sqrt() * b / (1 - a) * x0 + al.sqrt() * (1 - ap) / (1 - a) * xt
+
+
+def cosine_schedule(T):
+    s = 0.008
+    u = torch.arange(T + 1, dtype=torch.float64) / T
+    f = torch.cos((u + s) / (1 + s) * math.pi / 2) ** 2
+    return torch.clamp(1 - f[1:] / f[:-1], max=0.999)
+
+
+def ddim_step(xt, eps, abar_t, abar_prev):
+    x0 = (xt - (1 - abar_t).sqrt() * eps) / abar_t.sqrt()
+    return abar_prev.sqrt() * x0 + (1 - abar_prev).sqrt() * eps
+
+
+def langevin(score, x, step_size, noise):
+    return x + step_size / 2 * score + math.sqrt(step_size) * noise
+
+
+def dsm_target(x_noisy, x0, sigma):
+    return -(x_noisy - x0) / sigma**2
+
+
+def guidance(eps_cond, eps_uncond, w):
+    return eps_uncond + w * (eps_cond - eps_uncond)
+
+
+# --------------------------------------------------------------------- plausible wrong solutions
+def q_sample_wrong(x0, t, eps, alphas_cumprod):  # forgot the square roots
+    a = alphas_cumprod[t][:, None]
+    return a * x0 + (1 - a) * eps
+
+
+def posterior_mean_wrong(x0, xt, t, betas):  # abar_{t-1} taken as abar_t
+    alphas = 1 - betas
+    abar = torch.cumprod(alphas, 0)
+    b, a, al = (v[t][:, None] for v in (betas, abar, alphas))
+    return a.sqrt() * b / (1 - a) * x0 + al.sqrt() * (1 - a) / (1 - a) * xt
+
+
+def cosine_schedule_wrong(T):  # no clipping at 0.999 and s = 0
+    u = torch.arange(T + 1, dtype=torch.float64) / T
+    f = torch.cos(u * math.pi / 2) ** 2
+    return 1 - f[1:] / f[:-1].clamp(min=1e-12)
+
+
+def ddim_step_wrong(xt, eps, abar_t, abar_prev):  # mixed up abar_t and abar_prev in the direction
+    x0 = (xt - (1 - abar_t).sqrt() * eps) / abar_t.sqrt()
+    return abar_prev.sqrt() * x0 + (1 - abar_t).sqrt() * eps
+
+
+def langevin_wrong(score, x, step_size, noise):  # step_size instead of step_size / 2
+    return x + step_size * score + math.sqrt(step_size) * noise
+
+
+def dsm_target_wrong(x_noisy, x0, sigma):  # divided by sigma instead of sigma^2
+    return -(x_noisy - x0) / sigma
+
+
+def guidance_wrong(eps_cond, eps_uncond, w):  # starts from the conditional prediction
+    return eps_cond + w * (eps_cond - eps_uncond)
+
+
+CHECKERS = {
+    "check_q_sample": (q_sample, q_sample_wrong),
+    "check_posterior_mean": (posterior_mean, posterior_mean_wrong),
+    "check_cosine_schedule": (cosine_schedule, cosine_schedule_wrong),
+    "check_ddim_step": (ddim_step, ddim_step_wrong),
+    "check_langevin_step": (langevin, langevin_wrong),
+    "check_dsm_target": (dsm_target, dsm_target_wrong),
+    "check_guidance": (guidance, guidance_wrong),
+}
+
+
+def test_every_checker_is_covered():
+    public = {name for name in dir(exercises) if name.startswith("check_")}
+    assert public == set(CHECKERS)
+
+
+@pytest.mark.parametrize("name", sorted(CHECKERS))
+def test_accepts_correct_solution(name, capsys):
+    result = getattr(exercises, name)(CHECKERS[name][0])
+    assert isinstance(result, CheckResult)
+    assert result and result.passed
+    assert "correct" in result.message
+    assert result.message in capsys.readouterr().out  # prints its verdict
+
+
+@pytest.mark.parametrize("name", sorted(CHECKERS))
+def test_rejects_wrong_solution_with_hint(name):
+    result = getattr(exercises, name)(CHECKERS[name][1], quiet=True)
+    assert not result
+    assert "Hint" in result.message and "differ" in result.message
+
+
+@pytest.mark.parametrize("name", sorted(CHECKERS))
+def test_reports_not_implemented(name):
+    def stub(*args):
+        raise NotImplementedError("TODO")
+
+    result = getattr(exercises, name)(stub, quiet=True)
+    assert not result
+    assert "not implemented" in result.message
+
+
+@pytest.mark.parametrize("name", sorted(CHECKERS))
+@pytest.mark.parametrize("exc", [ZeroDivisionError, IndexError, RuntimeError, TypeError])
+def test_survives_other_errors(name, exc):
+    def broken(*args):
+        raise exc("student bug")
+
+    result = getattr(exercises, name)(broken, quiet=True)
+    assert not result
+    assert exc.__name__ in result.message and "not implemented" not in result.message
+
+
+@pytest.mark.parametrize("name", sorted(CHECKERS))
+def test_rejects_none_wrong_type_and_wrong_shape(name):
+    right = CHECKERS[name][0]
+    check = getattr(exercises, name)
+    assert not check(lambda *a: None, quiet=True)
+    assert not check(lambda *a: right(*a).numpy(), quiet=True)  # a numpy array, not a tensor
+    assert not check(lambda *a: right(*a)[:-1], quiet=True)  # wrong shape
+    assert not check(lambda *a: right(*a) + 1e-2, quiet=True)  # small but real error
+    result = check(lambda *a: right(*a).float(), quiet=True)  # float32 is fine
+    assert result, result.message
+
+
+def test_quiet_prints_nothing(capsys):
+    exercises.check_guidance(guidance, quiet=True)
+    assert capsys.readouterr().out == ""
+
+
+def test_check_result_behaves_like_a_bool():
+    assert bool(CheckResult(True, "ok")) and not bool(CheckResult(False, "no"))
+    assert repr(CheckResult(False, "message")) == "message"
