@@ -86,6 +86,7 @@ class DDPM(nn.Module):
                                              process=self.process, rescale=guidance_rescale)
         elif y is not None:
             kwargs = {"y": y}
+        kw.setdefault("device", next(self.net.parameters()).device)  # a guided model is a plain function
         was_training = self.net.training
         self.net.eval()
         try:
