@@ -81,8 +81,11 @@ def git_commit() -> str:
 
 
 def run(name: str, budget: str = "book", out_dir=None, progress: bool = True) -> Path:
-    """Train every run of experiment ``name`` at ``budget``, export weights, evaluate, write metrics.json."""
-    from ..runs import export_weights, train_run
+    """Train every run of experiment ``name`` at ``budget``, export weights, evaluate, write metrics.json.
+
+    Runs train in ``OUT/_work/RUN``; if a checkpoint is already there (an interrupted call), training
+    resumes from it exactly. The work folder is removed at the end."""
+    from ..runs import checkpoint_path, export_weights, train_run
 
     exp = get(name)
     recorded = definition(name, budget)
@@ -94,7 +97,7 @@ def run(name: str, budget: str = "book", out_dir=None, progress: bool = True) ->
     for run_name, cfg in exp.runs(budget).items():
         cfg.out_dir = str(work / run_name)
         cfg.train.progress = progress
-        trainer = train_run(cfg)
+        trainer = train_run(cfg, resume=checkpoint_path(cfg).is_file())  # an interrupted run goes on
         wall[run_name] = round(trainer.wall_time, 1)
         export_weights(trainer.model, out / f"{run_name}.safetensors",
                        metadata={"experiment": name, "run": run_name, "budget": budget, "steps": trainer.step})
