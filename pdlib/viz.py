@@ -7,16 +7,21 @@ from typing import Callable
 import torch
 
 
-def scatter2d(ax, x: torch.Tensor, title: str | None = None, lim: float = 3.0, **kw):
-    """Scatter a ``[n, 2]`` point cloud on a square, equal-aspect axis."""
-    x = x.detach().cpu()
-    ax.scatter(x[:, 0], x[:, 1], s=kw.pop("s", 2), alpha=kw.pop("alpha", 0.5), **kw)
+def _square(ax, lim: float, title: str | None):
+    """Square, equal-aspect limits [-lim, lim]^2 and an optional title."""
     ax.set_xlim(-lim, lim)
     ax.set_ylim(-lim, lim)
     ax.set_aspect("equal")
     if title:
         ax.set_title(title)
     return ax
+
+
+def scatter2d(ax, x: torch.Tensor, title: str | None = None, lim: float = 3.0, **kw):
+    """Scatter a ``[n, 2]`` point cloud on a square, equal-aspect axis."""
+    x = x.detach().cpu()
+    ax.scatter(x[:, 0], x[:, 1], s=kw.pop("s", 2), alpha=kw.pop("alpha", 0.5), **kw)
+    return _square(ax, lim, title)
 
 
 def trajectories2d(ax, trajectory: torch.Tensor, n: int = 30, lim: float = 3.0, title: str | None = None):
@@ -26,12 +31,7 @@ def trajectories2d(ax, trajectory: torch.Tensor, n: int = 30, lim: float = 3.0, 
         ax.plot(path[:, i, 0], path[:, i, 1], lw=0.6, color="0.6")
     ax.scatter(path[0, :, 0], path[0, :, 1], s=6, color="0.4", label="start")
     ax.scatter(path[-1, :, 0], path[-1, :, 1], s=8, color="tab:red", label="end")
-    ax.set_xlim(-lim, lim)
-    ax.set_ylim(-lim, lim)
-    ax.set_aspect("equal")
-    if title:
-        ax.set_title(title)
-    return ax
+    return _square(ax, lim, title)
 
 
 def vector_field2d(ax, field: Callable[[torch.Tensor], torch.Tensor], lim: float = 3.0, n: int = 21,
@@ -42,12 +42,7 @@ def vector_field2d(ax, field: Callable[[torch.Tensor], torch.Tensor], lim: float
     with torch.no_grad():
         v = field(grid).detach().cpu()
     ax.quiver(grid[:, 0], grid[:, 1], v[:, 0], v[:, 1], angles="xy", **kw)
-    ax.set_xlim(-lim, lim)
-    ax.set_ylim(-lim, lim)
-    ax.set_aspect("equal")
-    if title:
-        ax.set_title(title)
-    return ax
+    return _square(ax, lim, title)
 
 
 def image_grid(images: torch.Tensor, nrow: int = 8, pad: int = 1) -> torch.Tensor:

@@ -112,7 +112,7 @@ def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
     """Squared Frechet (2-Wasserstein) distance between N(mu1, sigma1) and N(mu2, sigma2)
     (Dowson & Landau 1982; Heusel et al. 2017, eq. 6):
 
-        d^2 = |mu1 - mu2|^2 + Tr(sigma1 + sigma2 - 2 (sigma1 sigma2)^(1/2)).
+        ``d^2 = ||mu1 - mu2||^2 + Tr(sigma1 + sigma2 - 2 (sigma1 sigma2)^(1/2))``.
 
     Computed in float64. ``sigma1 sigma2`` is similar to the symmetric PSD matrix
     ``A = sigma1^(1/2) sigma2 sigma1^(1/2)``, so ``Tr (sigma1 sigma2)^(1/2)`` is the sum of the square
