@@ -5,11 +5,13 @@ Each public function names the paper and equation it implements and the book cha
 
 __version__ = "0.1.0"
 
-from .errors import CheckpointError, DatasetUnavailableError, PdlibError, WeightsUnavailableError  # noqa: E402
-from . import data, diffusion, exercises, guidance, methods, metrics, nets, schedules, score, train, viz  # noqa: E402
+from .errors import (CheckpointError, ConfigMismatchError, DatasetUnavailableError, NonFiniteLossError,  # noqa: E402
+                     PdlibError, TrainingPreempted, WeightsUnavailableError)
+from . import data, diffusion, exercises, guidance, methods, metrics, nets, schedules, train, viz  # noqa: E402
 from .diffusion import GaussianDiffusion  # noqa: E402
 
 __all__ = [
-    "CheckpointError", "DatasetUnavailableError", "GaussianDiffusion", "PdlibError", "WeightsUnavailableError",
-    "data", "diffusion", "exercises", "guidance", "methods", "metrics", "nets", "schedules", "score", "train", "viz",
+    "CheckpointError", "ConfigMismatchError", "DatasetUnavailableError", "GaussianDiffusion", "NonFiniteLossError",
+    "PdlibError", "TrainingPreempted", "WeightsUnavailableError",
+    "data", "diffusion", "exercises", "guidance", "methods", "metrics", "nets", "schedules", "train", "viz",
 ]

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import torch
 
+from .errors import TrainingPreempted
+
 
 def _config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", required=True, help="a preset name (see --list-configs) or a YAML file")
@@ -30,6 +32,8 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a model (under torchrun: on several processes)")
     _config_args(p)
     p.add_argument("--resume", action="store_true", help="continue from OUT_DIR/checkpoint.pt")
+    p.add_argument("--allow-config-change", action="store_true",
+                   help="resume even though the config differs from the checkpoint's (listed otherwise)")
     p = sub.add_parser("sample", help="draw samples from a trained model into a PNG grid")
     _config_args(p)
     p.add_argument("--checkpoint", help="checkpoint.pt or .safetensors (default: OUT_DIR/checkpoint.pt)")
@@ -60,7 +64,7 @@ def main(argv=None) -> int:
     if extra:
         args.overrides = args.overrides + extra  # key=value overrides may follow the flags too
     from . import config as config_mod
-    from . import runs
+    from . import pipeline
 
     if args.list_configs:
         print("\n".join(config_mod.preset_names()))
@@ -86,21 +90,27 @@ def main(argv=None) -> int:
         return 0
     cfg = config_mod.load_config(args.config, args.overrides)
     if args.command == "train":
-        trainer = runs.train_run(cfg, resume=args.resume)
+        try:
+            trainer = pipeline.train_run(cfg, resume=args.resume, allow_config_change=args.allow_config_change)
+        except TrainingPreempted as stop:
+            print(f"{stop}; continue with the same command and --resume", file=sys.stderr)
+            return 143
         if trainer.history:
             print(json.dumps(trainer.history[-1]))
         return 0
-    method = runs.load_trained(cfg, args.checkpoint)
+    method = pipeline.load_trained(cfg, args.checkpoint)
     device = next(method.parameters()).device
     g = torch.Generator(device).manual_seed(args.seed)
     if args.command == "sample":
         out = Path(args.out or Path(cfg.out_dir) / "samples.png")
-        samples = runs.sample_in_batches(method, args.n, cfg.sample.batch_size, generator=g, **runs.sample_kwargs(cfg))
+        samples = pipeline.sample_in_batches(method, args.n, cfg.sample.batch_size, generator=g, **pipeline.sample_kwargs(cfg))
         out.parent.mkdir(parents=True, exist_ok=True)
-        runs.save_samples_figure(samples, out)
+        pipeline.save_samples_figure(samples, out)
         print(f"wrote {out}")
         return 0
-    results = runs.evaluate(cfg, method, n_samples=args.n_samples, generator=g)
+    from . import evaluation
+
+    results = evaluation.evaluate(cfg, method, n_samples=args.n_samples, generator=g)
     print(json.dumps(results, indent=2))
     return 0
 

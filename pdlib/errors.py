@@ -19,3 +19,15 @@ class WeightsUnavailableError(PdlibError, FileNotFoundError):
 
 class CheckpointError(PdlibError):
     """A checkpoint is missing, corrupt, or holds objects that would need unpickling arbitrary code."""
+
+
+class NonFiniteLossError(PdlibError, FloatingPointError):
+    """A loss term or gradient became NaN or infinite; the step was refused and nothing was updated."""
+
+
+class TrainingPreempted(PdlibError):
+    """Training stopped on SIGTERM (preemption) after writing a checkpoint at a step boundary."""
+
+
+class ConfigMismatchError(PdlibError, ValueError):
+    """A run was resumed with a config that differs from the one its checkpoint was written with."""

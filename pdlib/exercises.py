@@ -14,7 +14,7 @@ import torch
 from .diffusion import GaussianDiffusion
 from .guidance import guided_output
 from .schedules import beta_schedule
-from .score import langevin_step
+from .methods.score import langevin_step
 
 
 @dataclass

@@ -57,3 +57,48 @@ def test_ddp_gradients_match_combined_batch_and_only_rank0_writes(tmp_path):
             torch.testing.assert_close(grads[name], p.grad, rtol=1e-5, atol=1e-6)
     assert (tmp_path / "checkpoint_from_rank0.pt").is_file()
     assert not (tmp_path / "checkpoint_from_rank1.pt").exists()
+
+
+class Recording(Regression):
+    """Records the batches it is given (to compare the ranks' random streams)."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def loss(self, x0, generator=None):
+        self.seen.append(x0.clone())
+        return super().loss(x0)
+
+
+def _resume_worker(rank, world, init_file, out_dir):
+    os.environ.update(WORLD_SIZE=str(world), RANK=str(rank), LOCAL_RANK=str(rank))
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        data = torch.randn(64, 3, generator=torch.Generator().manual_seed(0))
+        cfg = dict(steps=6, batch_size=4, ema_decay=0.9, progress=False, device="cpu", log_every=1)
+        straight = Trainer(Recording(), data, **cfg)
+        straight.fit()
+        first = Trainer(Recording(), data, **cfg)
+        first.fit(3)
+        path = os.path.join(out_dir, "ckpt.pt")
+        first.save(path)
+        resumed = Trainer(Recording(), data, **cfg, resume=path)
+        resumed.fit()
+        torch.save({"straight": straight.method.state_dict(), "resumed": resumed.method.state_dict(),
+                    "batches": torch.stack(resumed.method.seen),
+                    "straight_batches": torch.stack(straight.method.seen[3:])},
+                   os.path.join(out_dir, f"resume{rank}.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_ddp_resume_keeps_each_rank_on_its_own_random_stream(tmp_path):
+    mp.spawn(_resume_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
+    r0, r1 = (torch.load(tmp_path / f"resume{r}.pt", weights_only=True) for r in (0, 1))
+    for r in (r0, r1):
+        assert torch.equal(r["batches"], r["straight_batches"])  # each rank continues its own stream
+        for k in r["straight"]:
+            assert torch.equal(r["straight"][k], r["resumed"][k]), k
+    assert not torch.equal(r0["batches"], r1["batches"])  # ranks draw different batches after resume
+    assert len(torch.load(tmp_path / "ckpt.pt", weights_only=True)["rng"]) == 2

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from pdlib import experiments
-from pdlib.runs import load_trained
+from pdlib.pipeline import load_trained
 
 
 @pytest.mark.parametrize("name", sorted(experiments.REGISTRY))

@@ -12,7 +12,7 @@ from pdlib.data import TOY2D, num_classes, toy2d
 from pdlib.guidance import classifier_free_guidance, guided_output, rescale_guidance
 from pdlib.methods import DDPM
 from pdlib.nets import MLP2D
-from pdlib.score import NoiseConditionalScore, annealed_langevin, dsm_loss, geometric_sigmas, langevin_step
+from pdlib.methods.score import NoiseConditionalScore, annealed_langevin, dsm_loss, geometric_sigmas, langevin_step
 
 F64 = torch.float64
 

@@ -4,11 +4,13 @@ feature maps, errors, mixed precision, and equality with diffusers' UNet2DModel 
 import math
 import re
 
+import diffusers
 import pytest
 import torch
+import torch.nn.functional as F
+from diffusers.models.resnet import ResnetBlock2D
 
-from pdlib.nets.unet import PRESETS, UNet
-
+from pdlib.nets.unet import PRESETS, ResBlock, UNet
 
 
 @pytest.fixture(autouse=True)
@@ -251,19 +253,81 @@ def to_diffusers_state(state: dict) -> dict:
     return out
 
 
-@pytest.mark.parametrize("scale_shift, head_channels", [(False, None), (True, 16)])
-def test_matches_diffusers_unet2d_with_same_weights(scale_shift, head_channels):
-    diffusers = pytest.importorskip("diffusers")
+@pytest.mark.parametrize("scale_shift, head_channels, updown", [(False, None, False), (True, 16, False),
+                                                               (False, None, True), (True, 16, True)])
+def test_matches_diffusers_unet2d_with_same_weights(scale_shift, head_channels, updown):
+    """Also with resblock_updown: diffusers' resnet down/upsamplers are ResnetBlock2D(down/up=True)."""
     net = randomize(UNet(**{**SMALL, "num_classes": 3, "use_scale_shift_norm": scale_shift,
-                            "num_head_channels": head_channels})).eval()
+                            "num_head_channels": head_channels, "resblock_updown": updown})).eval()
+    blocks = (dict(down_block_types=("ResnetDownsampleBlock2D", "AttnDownBlock2D"),
+                   up_block_types=("AttnUpBlock2D", "ResnetUpsampleBlock2D"),
+                   downsample_type="resnet", upsample_type="resnet") if updown else
+              dict(down_block_types=("DownBlock2D", "AttnDownBlock2D"), up_block_types=("AttnUpBlock2D", "UpBlock2D")))
     ref = diffusers.UNet2DModel(
         sample_size=16, in_channels=3, out_channels=3, block_out_channels=(32, 64), layers_per_block=1,
-        down_block_types=("DownBlock2D", "AttnDownBlock2D"), up_block_types=("AttnUpBlock2D", "UpBlock2D"),
         norm_num_groups=32, norm_eps=1e-5, attention_head_dim=head_channels, downsample_padding=1,
         flip_sin_to_cos=True, freq_shift=0, num_class_embeds=4, attn_norm_num_groups=32,
-        resnet_time_scale_shift="scale_shift" if scale_shift else "default").eval()
+        resnet_time_scale_shift="scale_shift" if scale_shift else "default", **blocks).eval()
     ref.load_state_dict(to_diffusers_state(net.state_dict()), strict=True)
     x, t = inputs()
     y = torch.tensor([1, 3])
     with torch.no_grad():
         torch.testing.assert_close(net(x, t, y), ref(x, t, class_labels=y).sample, rtol=1e-4, atol=1e-4)
+
+
+# ------------------------------------------- residual up/down blocks (resblock_updown): resampling
+def resblock_to_diffusers(block: ResBlock, scale_shift: bool) -> ResnetBlock2D:
+    """diffusers' ResnetBlock2D with ``block``'s weights: norm1, conv1, emb -> time_emb_proj, norm2, conv2,
+    skip -> conv_shortcut. Its default resampling (``kernel=None``) is Downsample2D(use_conv=False),
+    2x2 average pooling, and Upsample2D(use_conv=False), nearest 2x: the same as Dhariwal & Nichol's."""
+    ref = ResnetBlock2D(in_channels=block.conv1.in_channels, out_channels=block.conv1.out_channels,
+                        temb_channels=block.emb.in_features, groups=32, eps=block.norm1.eps,
+                        time_embedding_norm="scale_shift" if scale_shift else "default",
+                        up=block.resample == "up", down=block.resample == "down").eval()
+    state = {}
+    for key, value in block.state_dict().items():
+        name, _, leaf = key.partition(".")
+        state[{"emb": "time_emb_proj", "skip": "conv_shortcut"}.get(name, name) + "." + leaf] = value
+    ref.load_state_dict(state, strict=True)
+    return ref
+
+
+@pytest.mark.parametrize("resample", ["down", "up"])
+@pytest.mark.parametrize("scale_shift", [False, True])
+@pytest.mark.parametrize("in_ch, out_ch", [(32, 32), (32, 64)])
+def test_resample_resblock_matches_diffusers_resnetblock2d(resample, scale_shift, in_ch, out_ch):
+    block = randomize(ResBlock(in_ch, out_ch, 48, 0.0, scale_shift, resample=resample), seed=1).eval()
+    assert isinstance(block.skip, torch.nn.Identity) == (in_ch == out_ch)
+    ref = resblock_to_diffusers(block, scale_shift)
+    g = torch.Generator().manual_seed(2)
+    x, emb = torch.randn(2, in_ch, 8, 8, generator=g), torch.randn(2, 48, generator=g)
+    with torch.no_grad():
+        # pdlib's blocks receive the embedding after the UNet's shared SiLU; diffusers' apply it themselves
+        out = block(x, F.silu(emb))
+        expected = ref(x, emb)
+    size = 4 if resample == "down" else 16
+    assert out.shape == expected.shape == (2, out_ch, size, size)
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_resample_resblocks_average_and_repeat_2x2_windows():
+    """A fresh block is its (identity) skip path: the down block's output is the mean of each 2x2 window
+    (not its maximum, not a strided pick), the up block's output repeats each pixel over a 2x2 window."""
+    windows = torch.tensor([[0.0, 0.0], [0.0, 4.0]])  # mean 1, max 4, top-left 0
+    x = torch.cat([windows * (1 + k) for k in range(4)], dim=1)  # a 2x8 strip of windows
+    x = torch.cat([x, -x.flip(-1)], dim=0)[None, None].expand(1, 32, 4, 8).contiguous()
+    x = x + torch.arange(32.0)[None, :, None, None]  # different per channel
+    emb = torch.randn(1, 16)
+    down = ResBlock(32, 32, 16, 0.0, False, resample="down").eval()
+    with torch.no_grad():
+        out = down(x, emb)
+    expected = x.unflatten(2, (2, 2)).unflatten(4, (4, 2)).mean(dim=(3, 5))
+    assert out.shape == (1, 32, 2, 4)
+    torch.testing.assert_close(out, expected)
+    torch.testing.assert_close(out[0, 0, 0], torch.tensor([1.0, 2.0, 3.0, 4.0]))
+
+    up = ResBlock(32, 32, 16, 0.0, True, resample="up").eval()
+    with torch.no_grad():
+        out = up(x, emb)
+    assert out.shape == (1, 32, 8, 16)
+    torch.testing.assert_close(out, x.repeat_interleave(2, dim=2).repeat_interleave(2, dim=3))

@@ -45,7 +45,7 @@ from pdlib.exercises import check_dsm_target, check_langevin_step
 from pdlib.metrics import mmd, sliced_wasserstein
 from pdlib.nets import MLP2D
 from pdlib.schedules import beta_schedule
-from pdlib.score import NoiseConditionalScore, annealed_langevin, dsm_loss, geometric_sigmas, langevin_step
+from pdlib.methods.score import NoiseConditionalScore, annealed_langevin, dsm_loss, geometric_sigmas, langevin_step
 from pdlib.train import TrainConfig, Trainer, resolve_device
 from pdlib.viz import scatter2d, trajectories2d, vector_field2d
 
@@ -147,7 +147,7 @@ plt.show()
 # The gradient term alone would climb to a mode and stop there; the noise term alone would wander off.
 # Together, as $\alpha \to 0$ and the number of steps goes to infinity, the distribution of $x_k$ tends
 # to $p$ from any start (under mild conditions on $p$). In `pdlib` one step is
-# `pdlib.score.langevin_step(score, x, step_size, noise)`.
+# `pdlib.methods.score.langevin_step(score, x, step_size, noise)`.
 #
 # The catch is in "the number of steps goes to infinity". Let us start 2000 points uniformly in the
 # square $[-4, 4]^2$ (half of them on each side) and run 1000 steps on the mixture above.
@@ -261,7 +261,7 @@ plt.show()
 # $$ (eq-score-ncsn-loss)
 #
 # Here it is from scratch. It draws the levels first and the noise second from the generator it is
-# given, as `pdlib.score.dsm_loss` does, so with the same seed both see the same levels and noise.
+# given, as `pdlib.methods.score.dsm_loss` does, so with the same seed both see the same levels and noise.
 
 # %%
 def my_dsm_loss(score_model, x0, sigmas, generator):
@@ -538,7 +538,7 @@ _ = check_langevin_step(my_langevin_step)  # prints the verdict
 # On images nothing changes in the equations; the network and the numbers change. Song & Ermon (2019)
 # trained a RefineNet-style noise-conditional network on CIFAR-10 with $L = 10$ levels from
 # $\sigma_1 = 1$ to $\sigma_{10} = 0.01$ and sampled with $n = 100$ Langevin steps per level and
-# $\epsilon = 2 \times 10^{-5}$ (the defaults of `pdlib.score.annealed_langevin`); the paper reports an
+# $\epsilon = 2 \times 10^{-5}$ (the defaults of `pdlib.methods.score.annealed_langevin`); the paper reports an
 # Inception score of 8.87 and an FID of 25.32 on CIFAR-10. Their follow-up (Song & Ermon 2020) sets
 # $\sigma_1$ from the largest pairwise distance, as we did, and uses many more levels. Denoising
 # diffusion models ({doc}`02_ddpm`) turned the same idea into a 1000-step chain with an image UNet and

@@ -65,7 +65,7 @@ from pdlib.exercises import check_ddim_step
 from pdlib.metrics import MetricResult, fid, frechet_distance
 from pdlib.nets.embedding import timestep_embedding
 from pdlib.nets.unet import PRESETS, AttentionBlock, UNet
-from pdlib.runs import load_trained
+from pdlib.pipeline import load_trained
 from pdlib.viz import plot_history, show_images
 
 # One thread: when other jobs share the machine, two threads wait for each other and run this small
@@ -406,7 +406,7 @@ assert history[-1]["step"] == tc["steps"] and 0.0 < final_loss < 0.2
 # %% [markdown]
 # ### Sampling it here
 #
-# `pdlib.runs.load_trained(cfg, path)` builds the method the configuration describes (UNet, process,
+# `pdlib.pipeline.load_trained(cfg, path)` builds the method the configuration describes (UNet, process,
 # parameterisation) and loads the weights. We then sample it live with DDIM ($\eta = 0$, $\hat x_0$
 # clipped to $[-1, 1]$) from the same seeded noise at 10, 20 and 50 steps, and check every sample.
 
@@ -814,7 +814,7 @@ result = check_ddim_step(my_ddim_step)
 # break? Try one remedy at the book budget and measure it with the validity fraction and the
 # background brightness of this chapter: more training steps, a different EMA decay, or another
 # prediction target (`diffusion.parameterization=x0` or `v`). Start from
-# `pdlib.config.load_config("shapes-ddpm", ["train.steps=3000", ...])` and `pdlib.runs.train_run`.
+# `pdlib.config.load_config("shapes-ddpm", ["train.steps=3000", ...])` and `pdlib.pipeline.train_run`.
 # Does the validity at 10 DDIM steps improve as much as at 50?
 #
 # ## Scaling up

@@ -22,9 +22,9 @@ import torch
 
 from .. import __version__
 from ..config import RunConfig, to_dict
+from ..pipeline import RESULTS_DIR, checkpoint_path, export_weights, train_run
 
 BUDGETS = ("smoke", "book", "paper")
-RESULTS_DIR = Path(__file__).resolve().parents[2] / "book" / "results"
 
 
 @dataclass
@@ -85,8 +85,6 @@ def run(name: str, budget: str = "book", out_dir=None, progress: bool = True) ->
 
     Runs train in ``OUT/_work/RUN``; if a checkpoint is already there (an interrupted call), training
     resumes from it exactly. The work folder is removed at the end."""
-    from ..runs import checkpoint_path, export_weights, train_run
-
     exp = get(name)
     recorded = definition(name, budget)
     out = Path(out_dir) if out_dir is not None else RESULTS_DIR / name
@@ -97,6 +95,8 @@ def run(name: str, budget: str = "book", out_dir=None, progress: bool = True) ->
     for run_name, cfg in exp.runs(budget).items():
         cfg.out_dir = str(work / run_name)
         cfg.train.progress = progress
+        if cfg.init_from is not None and cfg.init_from.startswith("run:"):  # an earlier run of this experiment
+            cfg.init_from = str(work / cfg.init_from.removeprefix("run:"))
         trainer = train_run(cfg, resume=checkpoint_path(cfg).is_file())  # an interrupted run goes on
         wall[run_name] = round(trainer.wall_time, 1)
         export_weights(trainer.model, out / f"{run_name}.safetensors",

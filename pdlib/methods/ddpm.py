@@ -10,9 +10,10 @@ from torch import nn
 from .. import _validate
 from ..diffusion import PARAMETERIZATIONS, GaussianDiffusion
 from ..guidance import classifier_free_guidance
+from .base import Method
 
 
-class DDPM(nn.Module):
+class DDPM(Method):
     """Denoising diffusion (Ho et al. 2020) with an eps, x0 or v target.
 
     ``loss`` is L_simple, the per-sample mean squared error to the target (Ho et al. 2020, eq. 14),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -17,10 +18,13 @@ import torch
 from ..errors import CheckpointError
 
 
-def _write_atomically(path: Path, write) -> None:
-    """Call ``write(tmp_path)`` on a temporary file beside ``path``, then rename it over ``path``.
+def _write_atomically(path: Path, write, verify=None, keep_previous: bool = False) -> None:
+    """Call ``write(tmp_path)`` on a temporary file beside ``path``, ``verify(tmp_path)`` on the result,
+    then rename it over ``path``.
 
-    A crash mid-write leaves the old file untouched and no temporary file behind."""
+    A crash or a failed verification leaves the old file untouched and no temporary file behind. With
+    ``keep_previous`` the old file is also kept as ``PATH.prev`` (hard-linked before the rename, so a
+    file is at ``path`` at every moment)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
@@ -28,16 +32,26 @@ def _write_atomically(path: Path, write) -> None:
         write(tmp)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
+        if verify is not None:
+            verify(tmp)
+        if keep_previous and path.is_file():
+            previous = path.with_name(path.name + ".prev")
+            previous.unlink(missing_ok=True)
+            try:
+                os.link(path, previous)
+            except OSError:  # file systems without hard links
+                shutil.copy2(path, previous)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
 
 
-def save_checkpoint(path, state: dict) -> Path:
-    """Write ``state`` to ``path`` atomically. A ``.safetensors`` path takes a flat ``{name: tensor}``
-    dict (string metadata may go under the key ``"__metadata__"``); other paths take any nested dict of
-    tensors and plain Python values."""
+def save_checkpoint(path, state: dict, *, keep_previous: bool = False) -> Path:
+    """Write ``state`` to ``path`` atomically and verified: the new file is read back before it replaces
+    the old one. A ``.safetensors`` path takes a flat ``{name: tensor}`` dict (string metadata may go
+    under the key ``"__metadata__"``); other paths take any nested dict of tensors and plain Python
+    values. ``keep_previous=True`` keeps the replaced file as ``PATH.prev``."""
     path = Path(path)
     if not isinstance(state, dict):
         raise TypeError(f"state must be a dict, got {type(state).__name__}")
@@ -49,9 +63,11 @@ def save_checkpoint(path, state: dict) -> Path:
         if bad:
             raise TypeError(f"safetensors holds tensors only; not tensors: {bad}")
         tensors = {k: v.detach().contiguous().cpu() for k, v in state.items() if k != "__metadata__"}
-        _write_atomically(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
+        write = lambda tmp: save_file(tensors, tmp, metadata=metadata)  # noqa: E731
     else:
-        _write_atomically(path, lambda tmp: torch.save(state, tmp))
+        write = lambda tmp: torch.save(state, tmp)  # noqa: E731
+    is_st = path.suffix == ".safetensors"
+    _write_atomically(path, write, verify=lambda tmp: _read(Path(tmp), is_st), keep_previous=keep_previous)
     return path
 
 
@@ -62,7 +78,11 @@ def load_checkpoint(path, map_location="cpu") -> dict:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}")
-    if path.suffix == ".safetensors":
+    return _read(path, path.suffix == ".safetensors", map_location)
+
+
+def _read(path: Path, safetensors: bool, map_location="cpu") -> dict:
+    if safetensors:
         from safetensors import safe_open
         from safetensors.torch import load_file
 

@@ -50,23 +50,48 @@ def local_device(device: torch.device) -> torch.device:
 
 
 class LossModule(nn.Module):
-    """Routes ``method.loss`` through ``forward`` so that ``DistributedDataParallel`` can hook it."""
+    """Routes a method's loss through ``forward`` so that ``DistributedDataParallel`` can hook it:
+    ``method.phase_loss(phase, x0, step=..., progress=..., **kw)`` when the method defines it, else
+    ``method.loss(x0, **kw)``."""
 
     def __init__(self, method: nn.Module):
         super().__init__()
         self.method = method
 
-    def forward(self, x0: torch.Tensor, **kw) -> dict:
+    def forward(self, x0: torch.Tensor, *, phase: str, step: int, progress: float, **kw) -> dict:
+        if hasattr(self.method, "phase_loss"):
+            return self.method.phase_loss(phase, x0, step=step, progress=progress, **kw)
         return self.method.loss(x0, **kw)
 
 
-def wrap_for_training(method: nn.Module, device: torch.device) -> nn.Module:
-    """``LossModule(method)``, inside ``DDP`` when a process group is running."""
+def wrap_for_training(method: nn.Module, device: torch.device, several_phases: bool = False) -> nn.Module:
+    """``LossModule(method)``, inside ``DDP`` when a process group is running. With several phases
+    (a discriminator step, then a generator step) each phase leaves some weights without a gradient,
+    which DDP must be told about (``find_unused_parameters``)."""
     module = LossModule(method)
     if world_size() > 1:
         ids = [device.index] if device.type == "cuda" else None
-        module = nn.parallel.DistributedDataParallel(module, device_ids=ids)
+        module = nn.parallel.DistributedDataParallel(module, device_ids=ids,
+                                                     find_unused_parameters=several_phases)
     return module
+
+
+def all_gather(obj) -> list:
+    """``[obj of rank 0, obj of rank 1, ...]`` (a list of one element when not distributed)."""
+    if world_size() == 1:
+        return [obj]
+    out = [None] * world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def any_rank(flag: bool, device: torch.device) -> bool:
+    """True on every rank when ``flag`` is true on at least one (so that all ranks act together)."""
+    if world_size() == 1:
+        return flag
+    t = torch.tensor([float(flag)], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
 
 
 def barrier() -> None:

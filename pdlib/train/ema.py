@@ -8,24 +8,37 @@ import torch
 from torch import nn
 
 
+def _under(name: str, prefix: str) -> bool:
+    return prefix == "" or name == prefix or name.startswith(prefix + ".")
+
+
 class EMA(nn.Module):
-    """A frozen copy of ``model`` whose parameters follow theta_ema <- d theta_ema + (1 - d) theta.
+    """A copy of ``model`` whose parameters in the sub-networks ``networks`` (attribute paths; ``""``,
+    the default, is the whole model) follow theta_ema <- d theta_ema + (1 - d) theta.
 
-    Buffers (for example normalisation statistics) are copied as they are. ``module`` is the averaged
-    model to sample from."""
+    The other parameters and all buffers (for example normalisation statistics) are copied as they are,
+    so ``module`` is always a complete model to sample from. Frozen networks
+    (``pdlib.train.frozen.Frozen``) are shared with ``model``, not copied."""
 
-    def __init__(self, model: nn.Module, decay: float = 0.999):
+    def __init__(self, model: nn.Module, decay: float = 0.999, networks=("",)):
         super().__init__()
         if not 0.0 <= decay < 1.0:
             raise ValueError(f"decay must lie in [0, 1), got {decay}")
         self.decay = decay
+        self.networks = tuple(networks)
         self.module = copy.deepcopy(model).eval().requires_grad_(False)
+        names = [n for n, _ in model.named_parameters()]
+        self._averaged = [any(_under(n, p) for p in self.networks) for n in names]
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
-        ema_params = list(self.module.parameters())
-        params = [p.detach() for p in model.parameters()]
-        torch._foreach_lerp_(ema_params, params, 1.0 - self.decay)
+        pairs = list(zip(self.module.parameters(), model.parameters()))
+        averaged = [(e, p.detach()) for (e, p), a in zip(pairs, self._averaged) if a]
+        if averaged:
+            torch._foreach_lerp_([e for e, _ in averaged], [p for _, p in averaged], 1.0 - self.decay)
+        for (e, p), a in zip(pairs, self._averaged):
+            if not a:
+                e.copy_(p)
         for b_ema, b in zip(self.module.buffers(), model.buffers()):
             b_ema.copy_(b)
 

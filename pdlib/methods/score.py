@@ -11,8 +11,8 @@ from typing import Callable
 import torch
 from torch import nn
 
-from . import _validate
-from .progress import progress_bar
+from .. import _validate
+from ..progress import progress_bar
 
 
 def geometric_sigmas(sigma_max: float, sigma_min: float, levels: int) -> torch.Tensor:

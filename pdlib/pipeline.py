@@ -7,21 +7,25 @@ chapter's artifacts come from exactly the code a user runs at paper scale.
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
+from typing import Callable
 
 import torch
+from torch import nn
 
 from . import _validate
-from .config import RunConfig, to_dict
+from .config import RunConfig, config_differences, from_dict, to_dict
 from .diffusion import GaussianDiffusion
+from .errors import ConfigMismatchError
 from .methods import DDPM
 from .progress import progress_bar
 from .schedules import beta_schedule, rescale_zero_terminal_snr
 from .train import Trainer, is_main_process, load_checkpoint, save_checkpoint
 from .train.trainer import resolve_device
 
-METRICS = ("validity", "sliced_wasserstein", "mmd", "fid", "inception_score")
+RESULTS_DIR = Path(__file__).resolve().parents[1] / "book" / "results"
+# what a resume may change: where files go, the progress bar, and how far to train
+RESUME_MAY_CHANGE = ("out_dir", "train.progress", "train.checkpoint_path", "train.log_path", "train.steps")
 
 
 def build_data(cfg: RunConfig):
@@ -71,16 +75,74 @@ def build_net(cfg: RunConfig) -> torch.nn.Module:
     return UNet.from_preset(m.preset, **m.kwargs)
 
 
-def build_method(cfg: RunConfig) -> DDPM:
-    return DDPM(build_net(cfg), build_process(cfg), parameterization=cfg.diffusion.parameterization)
+MethodBuilder = Callable[[RunConfig, "dict | None"], nn.Module]
+METHODS: dict[str, MethodBuilder] = {}
+
+
+def register_method(name: str):
+    """Register ``builder(cfg, init) -> method`` as the config's ``method.name``. ``init`` is the weights
+    dict named by ``cfg.init_from`` (or None); the builder decides where they go (the trained network, a
+    frozen copy, an autoencoder)."""
+
+    def add(builder: MethodBuilder) -> MethodBuilder:
+        METHODS[name] = builder
+        return builder
+
+    return add
+
+
+@register_method("ddpm")
+def _build_ddpm(cfg: RunConfig, init: dict | None) -> DDPM:
+    method = DDPM(build_net(cfg), build_process(cfg), parameterization=cfg.diffusion.parameterization,
+                  **cfg.method.kwargs)
+    if init is not None:
+        method.load_state_dict(init)
+    return method
+
+
+def build_method(cfg: RunConfig, init: dict | None = None) -> nn.Module:
+    """The method ``cfg.method`` names, built by its registered builder; its starting weights come from
+    ``init`` or else from ``cfg.init_from`` (an earlier run or an exported artifact)."""
+    _validate.choice("method.name", cfg.method.name, tuple(METHODS))
+    if init is None and cfg.init_from is not None:
+        init = read_weights(resolve_weights(cfg.init_from))
+    return METHODS[cfg.method.name](cfg, init)
+
+
+def resolve_weights(spec) -> Path:
+    """The weights file ``spec`` names: ``experiment:NAME/RUN`` (a committed book artifact,
+    ``book/results/NAME/RUN.safetensors``), a run folder (its ``checkpoint.pt``), or a file."""
+    spec = str(spec)
+    if spec.startswith("experiment:"):
+        path = RESULTS_DIR / f"{spec.removeprefix('experiment:')}.safetensors"
+    else:
+        path = Path(spec)
+        path = path / "checkpoint.pt" if path.is_dir() else path
+    if not path.is_file():
+        raise FileNotFoundError(f"no weights at {path} (from {spec!r}); train that run first or fix the path")
+    return path
+
+
+def read_weights(path, ema: bool = True) -> dict:
+    """A method's weights from a training checkpoint (its EMA weights unless ``ema=False``, or when it has
+    none) or from a ``.safetensors`` export (as float32)."""
+    path = Path(path)
+    state = load_checkpoint(path)
+    if path.suffix == ".safetensors":
+        state.pop("__metadata__", None)
+        return {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+    return state["ema"] if ema and "ema" in state else state["method"]
 
 
 def checkpoint_path(cfg: RunConfig) -> Path:
     return Path(cfg.out_dir) / "checkpoint.pt"
 
 
-def make_trainer(cfg: RunConfig, method=None, data=None, resume: bool = False) -> Trainer:
-    """A trainer that writes its checkpoint and JSON-lines log under ``cfg.out_dir``."""
+def make_trainer(cfg: RunConfig, method=None, data=None, resume: bool = False,
+                 allow_config_change: bool = False) -> Trainer:
+    """A trainer that writes its checkpoint and JSON-lines log under ``cfg.out_dir``. A resumed run
+    must have the config its checkpoint was written with (``RESUME_MAY_CHANGE`` aside), else
+    ``ConfigMismatchError`` lists the differences, unless ``allow_config_change``."""
     out = Path(cfg.out_dir)
     train_cfg = cfg.train
     train_cfg.checkpoint_path = str(checkpoint_path(cfg))
@@ -90,7 +152,18 @@ def make_trainer(cfg: RunConfig, method=None, data=None, resume: bool = False) -
     torch.manual_seed(train_cfg.seed)  # the network's initial weights depend on the seed alone
     method = build_method(cfg) if method is None else method
     data = build_data(cfg) if data is None else data
-    return Trainer(method, data, train_cfg, resume=checkpoint_path(cfg) if resume else None)
+    trainer = Trainer(method, data, train_cfg, resume=checkpoint_path(cfg) if resume else None,
+                      metadata={"run_config": to_dict(cfg)})
+    if resume:
+        stored = trainer.metadata.get("run_config")
+        changes = (["the checkpoint records no config"] if stored is None else
+                   config_differences(from_dict(RunConfig, stored), cfg, ignore=RESUME_MAY_CHANGE))
+        if changes and not allow_config_change:
+            raise ConfigMismatchError(
+                f"{checkpoint_path(cfg)} was written with another config:\n  " + "\n  ".join(changes)
+                + "\nresume with the same config, or pass --allow-config-change (Python: allow_config_change=True)")
+        trainer.metadata["run_config"] = to_dict(cfg)
+    return trainer
 
 
 @torch.no_grad()
@@ -124,12 +197,12 @@ def save_samples_figure(samples: torch.Tensor, path) -> None:
     plt.close(fig)
 
 
-def train_run(cfg: RunConfig, resume: bool = False) -> Trainer:
+def train_run(cfg: RunConfig, resume: bool = False, allow_config_change: bool = False) -> Trainer:
     """Train as configured; writes checkpoint.pt, log.jsonl, loss.png, samples_<step>.png, config.json."""
     from .viz import plot_history
 
     out = Path(cfg.out_dir)
-    trainer = make_trainer(cfg, resume=resume)
+    trainer = make_trainer(cfg, resume=resume, allow_config_change=allow_config_change)
     if is_main_process():
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.json").write_text(json.dumps(to_dict(cfg), indent=2))
@@ -146,18 +219,12 @@ def train_run(cfg: RunConfig, resume: bool = False) -> Trainer:
     return trainer
 
 
-def load_trained(cfg: RunConfig, path=None, ema: bool = True) -> DDPM:
+def load_trained(cfg: RunConfig, path=None, ema: bool = True) -> nn.Module:
     """The method of ``cfg`` with weights from a training checkpoint (EMA weights by default) or a
-    ``.safetensors`` export."""
+    ``.safetensors`` export, in eval mode on ``cfg.train.device``."""
     path = Path(path) if path is not None else checkpoint_path(cfg)
     method = build_method(cfg)
-    state = load_checkpoint(path)
-    if path.suffix == ".safetensors":
-        state.pop("__metadata__", None)
-        weights = {k: v.float() for k, v in state.items()}
-    else:
-        weights = state["ema"] if ema and "ema" in state else state["method"]
-    method.load_state_dict(weights)
+    method.load_state_dict(read_weights(path, ema=ema))
     return method.to(resolve_device(cfg.train.device)).eval()
 
 
@@ -167,44 +234,3 @@ def export_weights(method: torch.nn.Module, path, *, half: bool = True, metadata
     if metadata:
         state["__metadata__"] = {k: str(v) for k, v in metadata.items()}
     return save_checkpoint(path, state)
-
-
-def evaluate(cfg: RunConfig, method, *, n_samples: int | None = None, generator=None,
-             progress: bool = True) -> dict:
-    """Sample ``n_samples`` (explicit: from the argument or ``eval.n_samples``) and compute
-    ``eval.metrics``. Returns ``{"n_samples": ..., metric: value, "sample_seconds": ...}``."""
-    n = n_samples or cfg.eval.n_samples
-    if n is None:
-        raise ValueError("say how many samples to evaluate: --n-samples N or eval.n_samples=N")
-    for name in cfg.eval.metrics:
-        _validate.choice("eval.metrics item", name, METRICS)
-    start = time.perf_counter()
-    samples = sample_in_batches(method, n, cfg.sample.batch_size, generator=generator, progress=progress,
-                                **sample_kwargs(cfg))
-    results = {"n_samples": n, "sample_seconds": time.perf_counter() - start}
-    for name in cfg.eval.metrics:
-        results[name] = _metric(name, cfg, samples)
-    return results
-
-
-def _metric(name: str, cfg: RunConfig, samples: torch.Tensor):
-    from . import metrics
-    from .data import shapes_validity, toy2d
-
-    if name == "validity":
-        return float(shapes_validity(samples).float().mean())
-    if name in ("sliced_wasserstein", "mmd"):
-        reference = toy2d(cfg.data.toy_set, len(samples), torch.Generator().manual_seed(cfg.data.seed + 1))
-        return getattr(metrics, name)(samples, reference)
-    if name == "inception_score":
-        return float(metrics.inception_score(samples, weights_path=cfg.eval.fid_weights))
-    return float(metrics.fid(_reference_images(cfg), samples, weights_path=cfg.eval.fid_weights))
-
-
-def _reference_images(cfg: RunConfig):
-    """The training images, as a tensor or an iterable of image batches (labels dropped)."""
-    data = build_data(cfg)
-    if isinstance(data, torch.Tensor):
-        return data
-    loader = torch.utils.data.DataLoader(data, batch_size=250, num_workers=cfg.train.num_workers)
-    return (batch[0] if isinstance(batch, (tuple, list)) else batch for batch in loader)
