@@ -44,6 +44,7 @@ def parser() -> argparse.ArgumentParser:
     _config_args(p)
     p.add_argument("--checkpoint")
     p.add_argument("--n-samples", type=int, help="how many samples (required here or as eval.n_samples)")
+    p.add_argument("--out", help="folder for eval_samples_<n>.npz (default: OUT_DIR)")
     p.add_argument("--seed", type=int, default=0)
     p = sub.add_parser("experiment", help="run a named book experiment and write book/results/NAME")
     p.add_argument("name", nargs="?", help="experiment name (see --list)")
@@ -110,7 +111,8 @@ def main(argv=None) -> int:
         return 0
     from . import evaluation
 
-    results = evaluation.evaluate(cfg, method, n_samples=args.n_samples, generator=g)
+    results = evaluation.evaluate(cfg, method, n_samples=args.n_samples, generator=g, out_dir=args.out,
+                                  stats_dir=cfg.eval.stats_dir)
     print(json.dumps(results, indent=2))
     return 0
 

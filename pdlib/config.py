@@ -87,6 +87,7 @@ class EvalConfig:
     n_samples: int | None = None
     metrics: list[str] = field(default_factory=lambda: ["validity"])
     fid_weights: str | None = None
+    stats_dir: str | None = None  # where FID reference statistics are cached (default ~/.cache/pdlib/fid_stats)
 
 
 @dataclass

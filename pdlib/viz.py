@@ -80,16 +80,23 @@ def save_image_grid(images: torch.Tensor, path, nrow: int = 8) -> None:
     plt.imsave(path, grid, cmap="gray" if grid.ndim == 2 else None, vmin=0, vmax=1)
 
 
-def plot_history(history: list[dict], path=None, ax=None, key: str = "loss"):
-    """Plot a trainer's logged ``key`` against the step; save to ``path`` when given."""
+def plot_history(history: list[dict], path=None, ax=None, key: str | None = None):
+    """Plot a trainer's logged ``key`` against the step; save to ``path`` when given. Without ``key``:
+    ``"loss"``, or for a method with several phases each phase's loss (``"D/loss"``, ``"G/loss"``)."""
     import matplotlib.pyplot as plt
 
     own = ax is None
     if own:
         fig, ax = plt.subplots(figsize=(5, 3))
-    ax.plot([h["step"] for h in history], [h[key] for h in history])
+    logged = dict.fromkeys(k for h in history for k in h)
+    keys = [key] if key is not None else [k for k in logged if k == "loss" or k.endswith("/loss")]
+    for k in keys:
+        rows = [h for h in history if k in h]
+        ax.plot([h["step"] for h in rows], [h[k] for h in rows], label=k)
+    if len(keys) > 1:
+        ax.legend()
     ax.set_xlabel("step")
-    ax.set_ylabel(key)
+    ax.set_ylabel(keys[0] if len(keys) == 1 else "loss")
     ax.set_yscale("log")
     if path is not None:
         ax.figure.savefig(path, dpi=100, bbox_inches="tight")

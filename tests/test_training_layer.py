@@ -364,3 +364,12 @@ def test_dataloader_workers_persist_across_epochs():
     t = Trainer(method, WorkerIds(), TrainConfig(**{**CFG, "batch_size": 4, "num_workers": 1}))
     t.fit(6)  # three epochs of two batches
     assert len(set(method.pids)) == 1 and method.pids[0] != os.getpid()
+
+
+def test_loss_plot_of_a_multi_phase_run(tmp_path):
+    from pdlib.viz import plot_history
+
+    t = Trainer(ToyGAN(), data_2d(), TrainConfig(**CFG))
+    ax = plot_history(t.fit(), tmp_path / "loss.png")
+    assert sorted(line.get_label() for line in ax.get_lines()) == ["D/loss", "Dreg/loss", "G/loss"]
+    assert (tmp_path / "loss.png").is_file()

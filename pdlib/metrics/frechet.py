@@ -9,6 +9,8 @@
 - IS (Salimans et al. 2016, "Improved techniques for training GANs", section 4):
   ``exp(E_x KL(p(y|x) || p(y)))`` from Inception's class probabilities.
 
+:func:`fid_and_inception_score` computes FID and IS from one Inception pass over the generated images.
+
 Book chapter "Evaluating generative models". Every number these functions return is a
 :class:`MetricResult`, a ``float`` that also records which feature network produced it and whether it is
 comparable with published numbers: only pytorch-fid's TF-Inception weights are. A stand-in extractor
@@ -23,8 +25,9 @@ refuse unless ``allow_small=True``.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -159,9 +162,26 @@ def _psd_sqrt(name: str, evals: torch.Tensor) -> torch.Tensor:
 # Feature extraction
 
 
-def _resolve_extractor(extractor, extractor_name, weights_path, device):
-    """Return ``(callable, name, comparable_to_published)``; loads the FID Inception when ``extractor`` is
-    None (raising ``WeightsUnavailableError`` at once when its weights are missing)."""
+class Extractor(NamedTuple):
+    """A feature network ready to use: the callable ``net``, the ``name`` that labels its numbers and
+    whether they are ``comparable_to_published``. Made by :func:`resolve_extractor`; every function here
+    accepts one as ``extractor`` (then without ``extractor_name`` and ``weights_path``)."""
+
+    net: Callable
+    name: str
+    comparable_to_published: bool
+
+
+def resolve_extractor(extractor=None, extractor_name: str | None = None, weights_path=None,
+                      device=None) -> Extractor:
+    """The :class:`Extractor` that ``extractor`` and ``extractor_name`` describe (see
+    :func:`image_statistics`). With ``extractor=None`` the FID Inception is loaded from ``weights_path`` (or
+    the torch hub cache) onto ``device``, raising ``WeightsUnavailableError`` at once when the file is
+    missing: resolve it before expensive work so that a missing file fails early."""
+    if isinstance(extractor, Extractor):
+        if extractor_name is not None or weights_path is not None:
+            raise ValueError("an Extractor is already resolved; pass neither extractor_name nor weights_path")
+        return extractor
     if extractor is None:
         if extractor_name is not None:
             raise ValueError("extractor_name names a stand-in extractor; pass the extractor too")
@@ -175,13 +195,13 @@ def _resolve_extractor(extractor, extractor_name, weights_path, device):
         if extractor_name is not None:
             raise ValueError("extractor_name is for stand-in extractors; an FIDInceptionV3 is labelled by "
                              "its weights")
-        return extractor, extractor.name, extractor.comparable_to_published
+        return Extractor(extractor, extractor.name, extractor.comparable_to_published)
     if not callable(extractor):
         raise TypeError(f"extractor must be an FIDInceptionV3 or a callable, got {type(extractor).__name__}")
     if not isinstance(extractor_name, str) or not extractor_name.strip():
         raise ValueError("a stand-in extractor needs extractor_name='...': numbers computed with it are "
                          "labelled with that name as not comparable with published ones")
-    return extractor, f"stand-in '{extractor_name}'", False
+    return Extractor(extractor, f"stand-in '{extractor_name}'", False)
 
 
 def _input_device(extractor, device):
@@ -245,13 +265,14 @@ def image_statistics(images, *, features=("pool3",), extractor=None, extractor_n
     ``extractor``: None loads the FID Inception (:func:`pdlib.metrics.inception.load_fid_inception`, from
     ``weights_path`` or the torch hub cache, on ``device``; missing weights raise
     ``pdlib.WeightsUnavailableError``); an :class:`FIDInceptionV3` you loaded; or any callable mapping an
-    image batch to a tensor [B, D] (or a dict with the requested keys), named by ``extractor_name``.
+    image batch to a tensor [B, D] (or a dict with the requested keys), named by ``extractor_name``; or an
+    :class:`Extractor` from :func:`resolve_extractor`.
     Stand-in modules receive their input on the device of their parameters. ``quantize`` rounds images to
     8-bit levels first, as the saved PNGs of published evaluations are.
     """
     if isinstance(features, str):
         features = (features,)
-    resolved = _resolve_extractor(extractor, extractor_name, weights_path, device)
+    resolved = resolve_extractor(extractor, extractor_name, weights_path, device)
     return _statistics(images, resolved, tuple(features), batch_size=batch_size, device=device,
                        quantize=quantize, progress=progress)
 
@@ -269,7 +290,7 @@ def _frechet_metric(metric, feature, real, fake, *, extractor, extractor_name, b
                     device, allow_small, quantize, progress) -> MetricResult:
     sides = [real, fake]
     if not all(isinstance(s, FeatureStatistics) for s in sides):
-        resolved = _resolve_extractor(extractor, extractor_name, weights_path, device)
+        resolved = resolve_extractor(extractor, extractor_name, weights_path, device)
         sides = [s if isinstance(s, FeatureStatistics) else
                  _statistics(s, resolved, (feature,), batch_size=batch_size, device=device, quantize=quantize,
                              progress=progress)[feature]
@@ -281,16 +302,22 @@ def _frechet_metric(metric, feature, real, fake, *, extractor, extractor_name, b
     for side, stats in (("real", real), ("fake", fake)):
         if stats.feature not in (None, feature):
             raise ValueError(f"{metric} needs {feature!r} statistics; the {side} ones are {stats.feature!r}")
-        dim = stats.mu.shape[0]
-        if stats.n <= dim and not allow_small:
-            raise ValueError(
-                f"{metric} from {stats.n} {side} samples of {dim}-d features: the covariance needs more samples "
-                f"than dimensions to be full rank, and {metric} is strongly biased at small sample sizes "
-                f"(published numbers use 50,000 samples). Pass more samples, or allow_small=True for a "
-                f"smoke test whose value is not comparable with anything")
+        if not allow_small:
+            check_sample_count(metric, side, stats.n, stats.mu.shape[0])
     value = frechet_distance(real.mu, real.sigma, fake.mu, fake.sigma)
     return MetricResult(value, metric=metric, extractor=real.extractor,
                         comparable_to_published=real.comparable_to_published and fake.comparable_to_published)
+
+
+def check_sample_count(metric: str, side: str, n: int, dim: int) -> None:
+    """Raise ``ValueError`` unless ``n`` samples of ``dim``-d features give a full-rank covariance
+    (``n > dim``). Callers that draw the samples can check this before drawing them."""
+    if n <= dim:
+        raise ValueError(
+            f"{metric} from {n} {side} samples of {dim}-d features: the covariance needs more samples "
+            f"than dimensions to be full rank, and {metric} is strongly biased at small sample sizes "
+            f"(published numbers use 50,000 samples). Pass more samples, or allow_small=True for a "
+            f"smoke test whose value is not comparable with anything")
 
 
 def fid(real, fake, *, extractor=None, extractor_name: str | None = None, batch_size: int = 50,
@@ -335,12 +362,16 @@ def inception_score(images_or_logits, splits: int = 10, *, extractor=None, extra
     """
     _validate.positive_int("splits", splits)
     if isinstance(images_or_logits, torch.Tensor) and images_or_logits.ndim == 2:
-        logits, name, comparable = images_or_logits.detach(), "logits given by the caller", False
-    else:
-        net, name, comparable = _resolve_extractor(extractor, extractor_name, weights_path, device)
-        logits = torch.cat([out["logits_unbiased"].cpu() for out in _extract(
-            images_or_logits, net, ("logits_unbiased",), batch_size=batch_size, device=device,
-            quantize=quantize, progress=progress)])
+        return _inception_score(images_or_logits.detach(), splits, "logits given by the caller", False)
+    net, name, comparable = resolve_extractor(extractor, extractor_name, weights_path, device)
+    logits = torch.cat([out["logits_unbiased"].cpu() for out in _extract(
+        images_or_logits, net, ("logits_unbiased",), batch_size=batch_size, device=device,
+        quantize=quantize, progress=progress)])
+    return _inception_score(logits, splits, name, comparable)
+
+
+def _inception_score(logits: torch.Tensor, splits: int, name: str, comparable: bool) -> MetricResult:
+    """The Inception Score of class ``logits`` [N, K] over ``splits`` parts, labelled with ``name``."""
     n = logits.shape[0]
     if n < splits:
         raise ValueError(f"inception_score needs at least splits={splits} samples, got {n}")
@@ -354,3 +385,25 @@ def inception_score(images_or_logits, splits: int = 10, *, extractor=None, extra
     scores = torch.stack(scores)
     return MetricResult(float(scores.mean()), metric="IS", extractor=name, comparable_to_published=comparable,
                         std=float(scores.std(correction=0)))
+
+
+def fid_and_inception_score(real, fake, *, splits: int = 10, extractor=None, extractor_name: str | None = None,
+                            batch_size: int = 50, weights_path=None, device=None, allow_small: bool = False,
+                            quantize: bool = True, progress: bool = True) -> tuple[MetricResult, MetricResult]:
+    """``(fid(real, fake), inception_score(fake))`` from a single pass of the extractor over ``fake``:
+    each batch's ``"pool3"`` and ``"logits_unbiased"`` outputs come from the same forward call.
+
+    ``real`` is images or ``"pool3"`` :class:`FeatureStatistics`; the other arguments are those of
+    :func:`fid` and :func:`inception_score`.
+    """
+    _validate.positive_int("splits", splits)
+    resolved = resolve_extractor(extractor, extractor_name, weights_path, device)
+    kw = dict(batch_size=batch_size, device=device, quantize=quantize, progress=progress)
+    moments, logits = _Moments(), []
+    for out in _extract(fake, resolved.net, ("pool3", "logits_unbiased"), **kw):
+        moments.add(out["pool3"])
+        logits.append(out["logits_unbiased"].cpu())
+    fake_stats = moments.statistics(resolved.name, resolved.comparable_to_published, "pool3")
+    distance = _frechet_metric("FID", "pool3", real, fake_stats, extractor=resolved, extractor_name=None,
+                               weights_path=None, allow_small=allow_small, **kw)
+    return distance, _inception_score(torch.cat(logits), splits, resolved.name, resolved.comparable_to_published)

@@ -209,7 +209,9 @@ class FIDInceptionV3(nn.Module):
     ``"pool3"`` ``[B, 2048]``, ``"spatial"`` ``[B, 2023]`` and ``"logits_unbiased"`` ``[B, 1008]``.
 
     Attributes ``name`` (a description of the weights) and ``comparable_to_published`` (True only when
-    the weights are pytorch-fid's file, checked by its SHA-256) label every number computed with it.
+    the weights are pytorch-fid's file, checked by its SHA-256) label every number computed with it;
+    ``weights_sha256`` is the SHA-256 of the file the weights were loaded from (None until loaded), which
+    identifies the network in caches of feature statistics.
     """
 
     def __init__(self):
@@ -233,6 +235,7 @@ class FIDInceptionV3(nn.Module):
         self.fc = nn.Linear(2048, 1008)
         self.name = "FID Inception-v3 architecture with random (unloaded) weights"
         self.comparable_to_published = False
+        self.weights_sha256 = None
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         check_images(images)
@@ -292,7 +295,8 @@ def load_fid_inception(weights_path=None, *, download: bool = False, device=None
                 "pdlib.metrics.inception.load_fid_inception(download=True) once on a machine with internet.")
     net = FIDInceptionV3()
     net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-    net.comparable_to_published = _sha256(path) == FID_WEIGHTS_SHA256
+    net.weights_sha256 = _sha256(path)
+    net.comparable_to_published = net.weights_sha256 == FID_WEIGHTS_SHA256
     if net.comparable_to_published:
         net.name = f"FID Inception-v3 ({FID_WEIGHTS_FILE})"
     else:
