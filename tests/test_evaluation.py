@@ -12,7 +12,7 @@ import importlib
 import numpy as np
 import pytest
 import torch
-from test_data_images import _write_cifar10, no_md5  # noqa: F401 (no_md5 is a fixture)
+from test_data_images import _write_cifar10
 
 from pdlib.config import RunConfig, from_dict
 from pdlib.errors import DatasetUnavailableError, WeightsUnavailableError

@@ -18,6 +18,12 @@ import torch
 from ..errors import CheckpointError
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _write_atomically(path: Path, write, verify=None, keep_previous: bool = False) -> None:
     """Call ``write(tmp_path)`` on a temporary file beside ``path``, ``verify(tmp_path)`` on the result,
     then rename it over ``path``.
@@ -34,6 +40,7 @@ def _write_atomically(path: Path, write, verify=None, keep_previous: bool = Fals
             os.fsync(f.fileno())
         if verify is not None:
             verify(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes files private; give the usual permissions
         if keep_previous and path.is_file():
             previous = path.with_name(path.name + ".prev")
             previous.unlink(missing_ok=True)
