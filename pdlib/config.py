@@ -88,6 +88,7 @@ class EvalConfig:
     metrics: list[str] = field(default_factory=lambda: ["validity"])
     fid_weights: str | None = None
     stats_dir: str | None = None  # where FID reference statistics are cached (default ~/.cache/pdlib/fid_stats)
+    allow_small: bool = False  # FID/IS from fewer samples than they need (smoke tests: numbers mean nothing)
 
 
 @dataclass

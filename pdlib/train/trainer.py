@@ -150,6 +150,7 @@ class Trainer:
         self.wall_time = 0.0
         self._at_boundary = True  # False while a step has updated some weights but not all
         self._sigterm = False
+        self._saved = None  # (path, step) of the last checkpoint this trainer wrote
         if resume is not None:
             self.load(resume)
 
@@ -322,7 +323,7 @@ class Trainer:
             bar.close()
             if previous_handler is not None:
                 signal.signal(signal.SIGTERM, previous_handler)
-        if cfg.checkpoint_path is not None:
+        if cfg.checkpoint_path is not None and self._saved != (str(cfg.checkpoint_path), self.step):
             self.save(cfg.checkpoint_path)
         return self.history
 
@@ -406,6 +407,7 @@ class Trainer:
                     raise CheckpointError(f"refusing to replace {path} with non-finite {key} weights ({bad[:3]})")
             written = save_checkpoint(path, state, keep_previous=True)
         distributed.barrier()
+        self._saved = (str(path), self.step)
         return written
 
     def load(self, path) -> None:

@@ -1,0 +1,257 @@
+"""The GPU path must not rot unseen: every paper-scale preset, with its real (paper-size) network, runs on
+the CPU through the command line on small files in the real on-disk format.
+
+For each preset whose data lives on disk (``pdlib.config.preset_names()``, minus the generated sets):
+
+- ``python -m pdlib train`` runs two steps (called in-process through ``pdlib.cli.main``);
+- ``train --resume`` continues from the step-2 checkpoint to step 3, logging steps 1, 2, 3 once each;
+- ``python -m pdlib eval`` draws 2 samples (2 sampler steps) and reports the preset's Inception metrics,
+  computed with a random-weight FID Inception file (``eval.fid_weights``);
+
+and for the cheapest of them ``torchrun --standalone --nproc_per_node=2 -m pdlib train`` trains two
+steps with 2 gloo processes.
+
+Only the sizes that do not change the code path are cut: batch 2, 2 steps, 2 sampler steps, a handful of
+images. T, the network and the data format are the preset's.
+"""
+
+import contextlib
+import dataclasses
+import io
+import json
+import math
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+
+from pdlib import cli
+from pdlib import config as config_mod
+from pdlib import pipeline
+from test_data_images import _write_celeba, _write_cifar10  # tests/ is on sys.path (no __init__.py)
+from test_metrics_images import _random_state_dict
+
+GENERATED = {"toy2d", "shapes", "digits"}  # data sets built in memory; every other kind is read from disk
+TORCHRUN_TIMEOUT_S = 600
+
+
+# ------------------------------------------------------------------------------ the data writers
+def _write_folder(root, cfg):
+    from PIL import Image
+
+    root.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        Image.fromarray(rng.integers(0, 256, (cfg.data.size, cfg.data.size, 3), dtype=np.uint8)).save(
+            root / f"{i}.png")
+
+
+WRITERS = {
+    "cifar10": lambda root, cfg: _write_cifar10(root, n_train=2, n_test=1),  # 10 training images
+    "celeba": lambda root, cfg: _write_celeba(root, n=3),
+    "folder": _write_folder,
+}
+
+
+def _disk_presets():
+    out = []
+    for name in config_mod.preset_names():
+        cfg = config_mod.load_config(name)
+        if cfg.data.name not in GENERATED:
+            out.append(name)
+    return out
+
+
+PRESETS = _disk_presets()
+
+
+def _cost(name):
+    """Parameters times pixels: the relative cost of a training step (the network is built on ``meta``)."""
+    cfg = config_mod.load_config(name)
+    with torch.device("meta"):
+        n_params = sum(p.numel() for p in pipeline.build_net(cfg).parameters())
+    return n_params * cfg.data.size ** 2
+
+
+def test_every_data_kind_on_disk_has_a_writer():
+    """A new data set kind (pdlib.config.DATASETS) must get a writer here, or its presets go untested."""
+    on_disk = set(config_mod.DATASETS) - GENERATED
+    assert on_disk <= set(WRITERS), f"no test writer for the data set kind(s) {sorted(on_disk - set(WRITERS))}"
+    assert PRESETS, "no paper-scale preset found in pdlib/configs"
+
+
+# ------------------------------------------------------------------------------ md5 checks
+# The small files cannot match the archives' md5 sums: keep torchvision's existence check only (as the
+# no_md5 fixture of test_data_images.py does). A torchrun worker cannot see a monkeypatch, so it gets
+# the same patch from a sitecustomize.py on its PYTHONPATH.
+MD5_PATCH = """
+import os
+
+def _exists(fpath, md5=None):
+    return os.path.isfile(fpath)
+
+import torchvision.datasets.celeba
+import torchvision.datasets.cifar
+
+torchvision.datasets.cifar.check_integrity = _exists
+torchvision.datasets.celeba.check_integrity = _exists
+"""
+
+# Each process of the torchrun job dies with its parent, so a timeout that kills the launcher leaves no
+# orphaned worker behind (torchrun starts each worker in a new session, out of reach of killpg).
+DIE_WITH_PARENT = """
+try:
+    import ctypes, signal
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+except Exception:
+    pass
+"""
+
+
+@pytest.fixture(scope="module")
+def no_md5_module():
+    import torchvision.datasets.celeba
+    import torchvision.datasets.cifar
+
+    def exists(fpath, md5=None):
+        return os.path.isfile(fpath)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(torchvision.datasets.cifar, "check_integrity", exists)
+        mp.setattr(torchvision.datasets.celeba, "check_integrity", exists)
+        mp.setenv("PDLIB_PROGRESS", "0")
+        yield
+
+
+# ------------------------------------------------------------------------------ helpers
+def _write_data(name, root):
+    cfg = config_mod.load_config(name)
+    writer = WRITERS.get(cfg.data.name)
+    if writer is None:
+        pytest.fail(f"preset {name}: data set kind {cfg.data.name!r} has no writer in {__file__}")
+    writer(root, cfg)
+
+
+def _common_args(name, data_root, out_dir):
+    return ["--config", name, f"data.root={data_root}", f"out_dir={out_dir}", "train.device=cpu",
+            "train.num_workers=0", "sample.steps=2"]
+
+
+def _train_args(name, data_root, out_dir, steps):
+    return ["train", *_common_args(name, data_root, out_dir), f"train.steps={steps}", "train.batch_size=2",
+            "train.amp=null", "train.log_every=1", "train.checkpoint_every=1",
+            "sample.n=2"]  # the grid that train draws at its end: 2 images, 2 sampler steps
+
+
+def _cli(argv):
+    """``python -m pdlib ARGV`` in this process; returns what it printed."""
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert cli.main([str(a) for a in argv]) == 0
+    return out.getvalue()
+
+
+def _checkpoint_step(path):
+    return int(torch.load(path, map_location="cpu", weights_only=True, mmap=True)["step"])
+
+
+def _log_records(out_dir):
+    return [json.loads(line) for line in (out_dir / "log.jsonl").read_text().splitlines() if line.strip()]
+
+
+def _log_steps(out_dir):
+    """The steps of the loss records (the log may also hold event records, such as a start header)."""
+    return [r["step"] for r in _log_records(out_dir) if "step" in r]
+
+
+@dataclasses.dataclass
+class Run:
+    name: str
+    data_root: object
+    out_dir: object
+    printed: str
+    step: int
+    log_steps: list
+
+
+@pytest.fixture(scope="module", params=PRESETS)
+def trained(request, tmp_path_factory, no_md5_module):
+    """Two training steps of the preset through the command line; shared by the tests of this preset."""
+    name = request.param
+    tmp = tmp_path_factory.mktemp(name)
+    data_root, out_dir = tmp / "data", tmp / "run"
+    _write_data(name, data_root)
+    printed = _cli(_train_args(name, data_root, out_dir, steps=2))
+    return Run(name, data_root, out_dir, printed, _checkpoint_step(out_dir / "checkpoint.pt"), _log_steps(out_dir))
+
+
+@pytest.fixture(scope="module")
+def fid_weights(tmp_path_factory):
+    path = tmp_path_factory.mktemp("inception") / "random_inception.pth"
+    torch.save(_random_state_dict(), path)
+    return path
+
+
+# ------------------------------------------------------------------------------ the tests
+def test_train_two_steps(trained):
+    assert trained.step == 2
+    assert trained.log_steps == [1, 2]
+    last = json.loads(trained.printed.strip().splitlines()[-1])  # train prints the last log record
+    assert last["step"] == 2 and math.isfinite(last["loss"])
+    config = json.loads((trained.out_dir / "config.json").read_text())
+    assert config["model"] == dataclasses.asdict(config_mod.load_config(trained.name).model), \
+        "the run must use the preset's own (paper-size) network"
+    assert any(trained.out_dir.glob("samples_*.png"))
+
+
+def test_resume_continues_from_the_checkpoint(trained):
+    printed = _cli([*_train_args(trained.name, trained.data_root, trained.out_dir, steps=3), "--resume"])
+    assert _checkpoint_step(trained.out_dir / "checkpoint.pt") == 3
+    assert _log_steps(trained.out_dir) == [1, 2, 3]
+    assert json.loads(printed.strip().splitlines()[-1])["step"] == 3
+
+
+def test_eval_reports_inception_metrics(trained, fid_weights, no_md5_module, tmp_path):
+    cfg = config_mod.load_config(trained.name)
+    printed = _cli(["eval", *_common_args(trained.name, trained.data_root, trained.out_dir), "--n-samples", 2,
+                    "sample.batch_size=2", f"eval.fid_weights={fid_weights}", f"eval.stats_dir={tmp_path}",
+                    "eval.allow_small=true"])
+    results = json.loads(printed[printed.index("{"):])
+    assert results["n_samples"] == 2
+    assert cfg.eval.metrics
+    for metric in cfg.eval.metrics:
+        assert math.isfinite(results[metric]), (metric, results)
+
+
+def test_torchrun_two_gloo_processes(tmp_path):
+    """torchrun with 2 CPU processes runs the same train command, for the cheapest paper-scale preset."""
+    name = min(PRESETS, key=_cost)
+    data_root, out_dir = tmp_path / "data", tmp_path / "run"
+    _write_data(name, data_root)
+    hooks = tmp_path / "hooks"
+    hooks.mkdir()
+    (hooks / "sitecustomize.py").write_text(textwrap.dedent(DIE_WITH_PARENT) + textwrap.dedent(MD5_PATCH))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PDLIB_PROGRESS": "0",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(hooks), os.environ.get("PYTHONPATH")]))}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+               "-m", "pdlib", *_train_args(name, data_root, out_dir, steps=2)]
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        output, _ = proc.communicate(timeout=TORCHRUN_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        proc.terminate()  # torchrun stops its workers on SIGTERM; they also die with it (PR_SET_PDEATHSIG)
+        try:
+            output, _ = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            output, _ = proc.communicate()
+        pytest.fail(f"torchrun did not finish in {TORCHRUN_TIMEOUT_S} s:\n{output[-5000:]}")
+    assert proc.returncode == 0, f"torchrun exited with {proc.returncode}:\n{output[-5000:]}"
+    assert _checkpoint_step(out_dir / "checkpoint.pt") == 2
+    assert _log_steps(out_dir) == [1, 2]
+    processes = [r["processes"] for r in _log_records(out_dir) if "processes" in r]  # the start header
+    assert all(p == 2 for p in processes), processes
