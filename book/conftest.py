@@ -6,6 +6,9 @@ from collections import defaultdict
 
 os.environ["PDLIB_PROGRESS"] = "0"
 
+#: `jupyter-book build book` leaves copies of the notebooks under book/_build; never collect them.
+collect_ignore_glob = ["_build/*"]
+
 #: Every chapter must run top to bottom within this many seconds on a 2-core CPU (the toy chapters in
 #: 2 minutes, the images chapter, which samples image models, in 3).
 NOTEBOOK_BUDGET_S = 120.0
