@@ -44,7 +44,7 @@
 
 # %%
 # The switches. Defaults: load the committed artifacts and sample on the CPU (about a minute and a half).
-RETRAIN = False       # True: train the experiments again here (ddpm-shapes takes 20+ minutes on 2 cores)
+RETRAIN = False       # True: train the experiments again here (ddpm-shapes: about 4 minutes on 2 idle cores)
 PAPER_SCALE = False   # True: the "paper" budget: 32x32 shapes, 100k steps, GPU (see "Scaling up")
 
 import json
@@ -534,7 +534,7 @@ plt.tight_layout()
 plt.show()
 
 # %% [markdown]
-# So this budget (1,500 updates on batches of 64 images, about twenty minutes on two cores) gives a
+# So this budget (1,500 updates on batches of 64 images, under four minutes on two idle cores) gives a
 # network that has learned where discs go and roughly what they look like, but not the global fact
 # that the rest of the image is always exactly black. More training is the obvious cure (the "paper"
 # budget takes 100,000 steps on a GPU). What matters here is that an exact check shows the failure
@@ -574,7 +574,7 @@ plt.tight_layout()
 plt.show()
 
 # %% [markdown]
-# After 400 updates (under ten minutes) the samples have the layout of the data, dark borders and
+# After 400 updates (under a minute) the samples have the layout of the data, dark borders and
 # bright strokes in the middle, and a few could pass for digits; most are not legible yet. How would
 # we put a number on "most are not legible"? Without a rule like `shapes_validity`, the usual answer
 # is to compare the statistics of samples and data in the feature space of some network: FID.
