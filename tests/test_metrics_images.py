@@ -7,7 +7,6 @@ The Inception runs on random weights (no download); each forward costs ~0.3 s on
 import importlib
 import math
 import pickle
-import socket
 
 import numpy as np
 import prdc
@@ -102,19 +101,11 @@ def test_fid_inception_matches_pytorch_fid(random_state, monkeypatch):
                                atol=1e-4)
 
 
-def test_missing_weights_raise_without_download(tmp_path, monkeypatch):
-    attempts = []
-
-    def refuse(*args, **kwargs):
-        attempts.append(args)
-        raise OSError("network access attempted in a unit test")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
+def test_missing_weights_raise_without_download(tmp_path, monkeypatch, no_network):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     with pytest.raises(WeightsUnavailableError) as err:
         fid(_images(3), _images(3, seed=1), allow_small=True)
-    assert attempts == []  # told what to download, not downloading
+    assert no_network == []  # told what to download, not downloading
     message = str(err.value)
     expected = tmp_path / "hub" / "checkpoints" / FID_WEIGHTS_FILE
     assert FID_WEIGHTS_FILE in message and str(expected) in message and FID_WEIGHTS_URL in message

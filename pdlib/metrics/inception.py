@@ -31,7 +31,6 @@ implementations only up to that small resizing difference.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import warnings
 from pathlib import Path
@@ -42,6 +41,7 @@ from torch import nn
 
 from .. import _validate
 from ..errors import WeightsUnavailableError
+from ..train.checkpoint import file_sha256
 
 FID_WEIGHTS_FILE = "pt_inception-2015-12-05-6726825d.pth"
 FID_WEIGHTS_URL = "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/" + FID_WEIGHTS_FILE
@@ -263,14 +263,6 @@ def default_weights_path() -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / FID_WEIGHTS_FILE
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def load_fid_inception(weights_path=None, *, download: bool = False, device=None) -> FIDInceptionV3:
     """Build :class:`FIDInceptionV3` with the ported TF weights, in eval mode and without gradients.
 
@@ -295,7 +287,7 @@ def load_fid_inception(weights_path=None, *, download: bool = False, device=None
                 "pdlib.metrics.inception.load_fid_inception(download=True) once on a machine with internet.")
     net = FIDInceptionV3()
     net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-    net.weights_sha256 = _sha256(path)
+    net.weights_sha256 = file_sha256(path)
     net.comparable_to_published = net.weights_sha256 == FID_WEIGHTS_SHA256
     if net.comparable_to_published:
         net.name = f"FID Inception-v3 ({FID_WEIGHTS_FILE})"

