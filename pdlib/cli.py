@@ -53,6 +53,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--budget", default="book", choices=("smoke", "book", "paper"))
     p.add_argument("--out", help="output folder (default: book/results/NAME)")
     p.add_argument("--list", action="store_true", help="list the experiments")
+    p.add_argument("--all", action="store_true", help="run every experiment in order (regenerates the book's artifacts)")
     p.add_argument("--check", action="store_true",
                    help="check that committed artifacts match the experiments' current definitions")
     perceptual_weights.add_parser(sub)
@@ -89,8 +90,13 @@ def main(argv=None) -> int:
             problems = experiments.check_artifacts()
             print("\n".join(problems) or "all committed artifacts match their experiment definitions")
             return 1 if problems else 0
+        if args.all:
+            total = experiments.run_all(budget=args.budget)
+            print(f"ran {len(experiments.REGISTRY)} experiments at budget {args.budget!r}: "
+                  f"{total / 60:.1f} min of training in all")
+            return 0
         if not args.name:
-            raise SystemExit("name an experiment (see --list)")
+            raise SystemExit("name an experiment (see --list), or --all")
         out = experiments.run(args.name, budget=args.budget, out_dir=args.out)
         print(f"wrote {out}")
         return 0

@@ -30,20 +30,68 @@ def test_committed_artifacts_match_definitions():
     assert experiments.check_artifacts() == []
 
 
-def test_check_artifacts_detects_a_changed_definition(tmp_path):
-    name = "ddpm-shapes"
-    record = {"experiment": name, "budget": "book", "config": experiments.definition(name, "book")}
-    (tmp_path / name).mkdir()
-    (tmp_path / name / "metrics.json").write_text(json.dumps(record))
-    assert experiments.check_artifacts(tmp_path) == []
-    record["config"]["ddpm"]["train"]["steps"] += 1
-    (tmp_path / name / "metrics.json").write_text(json.dumps(record))
-    problems = experiments.check_artifacts(tmp_path)
-    assert len(problems) == 1 and "differs" in problems[0]
-    shutil.rmtree(tmp_path / name)
-    (tmp_path / "gone").mkdir()
-    (tmp_path / "gone" / "metrics.json").write_text(json.dumps({"experiment": "gone", "budget": "book"}))
-    assert "not defined" in experiments.check_artifacts(tmp_path)[0]
+@pytest.fixture(scope="module")
+def smoke_digits(tmp_path_factory):
+    """A real smoke-budget record of ddpm-digits (with ``git_commit`` reporting a clean tree)."""
+    root = tmp_path_factory.mktemp("results")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(experiments, "git_commit", lambda: "0123abc")
+        experiments.run("ddpm-digits", budget="smoke", out_dir=root / "ddpm-digits", progress=False)
+    return root
+
+
+def _copy_with(smoke_digits, tmp_path, change=None):
+    root = tmp_path / "results"
+    shutil.copytree(smoke_digits, root)
+    path = root / "ddpm-digits" / "metrics.json"
+    if change is not None:
+        record = json.loads(path.read_text())
+        change(record)
+        path.write_text(json.dumps(record))
+    return root, path
+
+
+def test_record_adds_up_and_lists_its_files(smoke_digits):
+    record = json.loads((smoke_digits / "ddpm-digits" / "metrics.json").read_text())
+    assert record["total_wall_time_s"] == pytest.approx(
+        sum(record["train_wall_time_s"].values()) + record["evaluate_wall_time_s"], abs=0.11)
+    assert {"ddpm.safetensors", "ddpm_loss.png", "ddpm_history.json"} <= set(record["files"])
+    assert record["code_fingerprint"] == experiments.code_fingerprint("ddpm-digits")
+    assert experiments.check_artifacts(smoke_digits) == []
+
+
+@pytest.mark.parametrize("change, expected", [
+    (lambda r: r.update(commit="0123abc+dirty"), "uncommitted tree"),
+    (lambda r: r["config"]["ddpm"]["train"].update(steps=5), "recorded config differs"),
+    (lambda r: r.update(code_fingerprint="0" * 64), "code behind"),
+    (lambda r: r["files"].update({"ddpm.safetensors": "0" * 64}), "changed since the record"),
+    (lambda r: r.pop("files"), "malformed record"),
+    (lambda r: r.update(experiment="gone"), "not defined any more"),
+])
+def test_check_artifacts_finds_each_problem(smoke_digits, tmp_path, change, expected):
+    root, _ = _copy_with(smoke_digits, tmp_path, change)
+    problems = experiments.check_artifacts(root)
+    assert len(problems) == 1 and expected in problems[0], problems
+
+
+def test_check_artifacts_reports_unreadable_records_and_changed_files(smoke_digits, tmp_path):
+    root, path = _copy_with(smoke_digits, tmp_path)
+    (root / "ddpm-digits" / "ddpm_history.json").write_text("[]")
+    assert "ddpm_history.json: missing or changed" in experiments.check_artifacts(root)[0]
+    path.write_text("{not json")
+    assert "malformed record" in experiments.check_artifacts(root)[0]
+
+
+def test_fingerprint_ignores_docstrings_but_not_code(monkeypatch, tmp_path):
+    pkg = tmp_path / "pdlib"
+    shutil.copytree(experiments.PDLIB_DIR, pkg, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(experiments, "PDLIB_DIR", pkg)
+    before = experiments.code_fingerprint("ddpm-shapes")
+    ddpm = pkg / "methods" / "ddpm.py"
+    ddpm.write_text(ddpm.read_text().replace('"""DDPM as a method', '"""Reworded: DDPM as a method'))
+    assert experiments.code_fingerprint("ddpm-shapes") == before
+    ddpm.write_text(ddpm.read_text().replace(".mean(1).mean()", ".sum(1).mean()"))
+    assert experiments.code_fingerprint("ddpm-shapes") != before
 
 
 def test_unknown_experiment_and_budget():

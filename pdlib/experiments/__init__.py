@@ -2,13 +2,16 @@
 
 An experiment is a set of training runs (``RunConfig`` per budget) plus an evaluation that writes the
 artifacts a chapter loads into ``book/results/NAME/``: fp16 safetensors weights, figures, and a
-``metrics.json`` recording the config, the pdlib version, the git commit and the wall time. CI runs every
-experiment at the smoke budget and fails when a committed artifact's recorded config differs from the
-experiment's current definition (``check_artifacts``).
+``metrics.json`` recording the config, the pdlib version, the git commit, the wall times, a fingerprint
+of the pdlib code that produced it and the SHA-256 of every artifact file. CI runs every experiment at
+the smoke budget, and ``check_artifacts`` fails when a committed record is malformed, comes from an
+uncommitted tree, no longer matches its experiment's definition or code, or its files were changed.
 """
 
 from __future__ import annotations
 
+import ast
+import hashlib
 import json
 import platform
 import shutil
@@ -23,6 +26,11 @@ import torch
 from .. import __version__
 from ..config import RunConfig, to_dict
 from ..pipeline import RESULTS_DIR, checkpoint_path, export_weights, train_run
+from ..train.checkpoint import file_sha256
+
+PDLIB_DIR = Path(__file__).resolve().parents[1]
+#: The modules behind every training run's numbers (each experiment adds its own through ``code``).
+CORE_CODE = ("schedules", "diffusion", "pipeline", "train.trainer", "train.plan", "train.ema", "methods.base")
 
 BUDGETS = ("smoke", "book", "paper")
 
@@ -36,6 +44,7 @@ class Experiment:
     description: str
     runs: Callable[[str], dict[str, RunConfig]]
     evaluate: Callable[[dict, Path, str], dict]
+    code: tuple = ()  #: pdlib modules (dotted, below pdlib) its numbers depend on, beyond CORE_CODE
 
 
 REGISTRY: dict[str, Experiment] = {}
@@ -67,6 +76,23 @@ def definition(name: str, budget: str) -> dict:
     return runs
 
 
+def code_fingerprint(name: str) -> str:
+    """SHA-256 over the code (docstrings and formatting left out: the AST) of the pdlib modules that
+    experiment ``name`` depends on (``CORE_CODE``, the experiment's ``code`` and its own module)."""
+    exp = get(name)
+    own = [exp.runs.__module__.removeprefix("pdlib.")] if exp.runs.__module__.startswith("pdlib.") else []
+    digest = hashlib.sha256()
+    for module in sorted({*CORE_CODE, *exp.code, *own}):
+        tree = ast.parse((PDLIB_DIR / (module.replace(".", "/") + ".py")).read_text())
+        for node in ast.walk(tree):
+            body = getattr(node, "body", None)
+            if isinstance(body, list) and body and isinstance(body[0], ast.Expr) \
+                    and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str):
+                node.body = body[1:] or [ast.Pass()]
+        digest.update(module.encode() + ast.dump(tree).encode())
+    return digest.hexdigest()
+
+
 def git_commit() -> str:
     """The current commit, with ``+dirty`` when the work tree has uncommitted changes."""
     try:
@@ -90,7 +116,6 @@ def run(name: str, budget: str = "book", out_dir=None, progress: bool = True) ->
     out = Path(out_dir) if out_dir is not None else RESULTS_DIR / name
     work = out / "_work"
     out.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
     methods, wall = {}, {}
     for run_name, cfg in exp.runs(budget).items():
         cfg.out_dir = str(work / run_name)
@@ -104,17 +129,32 @@ def run(name: str, budget: str = "book", out_dir=None, progress: bool = True) ->
         shutil.copy(Path(cfg.out_dir) / "loss.png", out / f"{run_name}_loss.png")
         (out / f"{run_name}_history.json").write_text(json.dumps(trainer.history))
         methods[run_name] = trainer.model.eval()
+    start = time.perf_counter()
     results = exp.evaluate(methods, out, budget)
+    evaluate_s = round(time.perf_counter() - start, 1)
+    shutil.rmtree(work, ignore_errors=True)
     record = {
         "experiment": name, "budget": budget, "config": recorded, "results": results,
-        "train_wall_time_s": wall, "total_wall_time_s": round(time.perf_counter() - start, 1),
-        "pdlib_version": __version__, "commit": git_commit(), "torch_version": torch.__version__,
+        "train_wall_time_s": wall, "evaluate_wall_time_s": evaluate_s,
+        "total_wall_time_s": round(sum(wall.values()) + evaluate_s, 1),  # summed over resumed invocations
+        "pdlib_version": __version__, "commit": git_commit(), "code_fingerprint": code_fingerprint(name),
+        "torch_version": torch.__version__,
         "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, "
                    f"{'cuda' if torch.cuda.is_available() else 'cpu'}",
+        "files": {p.name: file_sha256(p) for p in sorted(out.iterdir()) if p.is_file() and p.name != "metrics.json"},
     }
     (out / "metrics.json").write_text(json.dumps(record, indent=2))
-    shutil.rmtree(work, ignore_errors=True)
     return out
+
+
+def run_all(budget: str = "book", progress: bool = True) -> float:
+    """Run every registered experiment in order (later chapters may start from earlier artifacts);
+    returns the summed training time in seconds."""
+    total = 0.0
+    for name in REGISTRY:
+        out = run(name, budget=budget, progress=progress)
+        total += sum(json.loads((out / "metrics.json").read_text())["train_wall_time_s"].values())
+    return total
 
 
 def load_record(name: str, root=None) -> dict:
@@ -126,17 +166,34 @@ def load_record(name: str, root=None) -> dict:
 
 
 def check_artifacts(root=None) -> list[str]:
-    """Problems with committed artifacts: unknown experiments, or recorded configs that differ from the
-    experiment's current definition at the recorded budget. Empty when all is well."""
+    """Problems with committed artifacts, one line each (empty when all is well): a record that is not
+    valid JSON or lacks a field, an unknown experiment, a record from an uncommitted tree (``+dirty``),
+    a recorded config or code fingerprint that differs from the experiment's current definition, and
+    artifact files that are missing or differ from their recorded SHA-256."""
     problems = []
     for path in sorted(Path(root or RESULTS_DIR).glob("*/metrics.json")):
-        record = json.loads(path.read_text())
-        name, budget = record.get("experiment"), record.get("budget")
+        try:
+            record = json.loads(path.read_text())
+            name, budget, commit = record["experiment"], record["budget"], record["commit"]
+            config, fingerprint, files = record["config"], record["code_fingerprint"], record["files"]
+        except (ValueError, KeyError, TypeError) as err:
+            problems.append(f"{path}: malformed record ({type(err).__name__}: {err}); re-run its experiment")
+            continue
+        rerun = f"re-run: python -m pdlib experiment {name} --budget {budget}"
         if name not in REGISTRY:
             problems.append(f"{path}: experiment {name!r} is not defined any more")
-        elif record.get("config") != definition(name, budget):
+            continue
+        if str(commit).endswith("+dirty"):
+            problems.append(f"{path}: produced from an uncommitted tree ({commit}); commit, then {rerun}")
+        if config != definition(name, budget):
             problems.append(f"{path}: recorded config differs from the definition of {name!r} at budget "
-                            f"{budget!r}; re-run: python -m pdlib experiment {name} --budget {budget}")
+                            f"{budget!r}; {rerun}")
+        if fingerprint != code_fingerprint(name):
+            problems.append(f"{path}: the pdlib code behind {name!r} changed since it was produced; {rerun}")
+        for file, digest in files.items():
+            f = path.parent / file
+            if not f.is_file() or file_sha256(f) != digest:
+                problems.append(f"{path.parent / file}: missing or changed since the record was written; {rerun}")
     return problems
 
 

@@ -9,6 +9,9 @@ import torch
 from ..config import load_config
 from . import Experiment, register
 
+#: The modules behind these experiments' numbers, beyond ``experiments.CORE_CODE``.
+IMAGE_CODE = ("methods.ddpm", "nets.unet", "nets.embedding", "data.shapes")
+
 SHAPES_STEPS = {"smoke": 4, "book": 1500, "paper": 100000}
 SHAPES_SAMPLER_STEPS = (5, 10, 20, 50)
 SHAPES_DDPM_STEPS = 50
@@ -67,7 +70,7 @@ def shapes_evaluate(methods: dict, out: Path, budget: str) -> dict:
 
 
 register(Experiment("ddpm-shapes", "DDPM (cpu-small UNet) on 16x16 one-disc images; validity vs sampling steps",
-                    shapes_runs, shapes_evaluate))
+                    shapes_runs, shapes_evaluate, code=IMAGE_CODE))
 
 
 DIGITS_STEPS = {"smoke": 4, "book": 400, "paper": 50000}
@@ -93,4 +96,4 @@ def digits_evaluate(methods: dict, out: Path, budget: str) -> dict:
 
 
 register(Experiment("ddpm-digits", "DDPM (cpu-small UNet, 1 channel) on scikit-learn's 8x8 digits at their native size",
-                    digits_runs, digits_evaluate))
+                    digits_runs, digits_evaluate, code=IMAGE_CODE + ("data.images",)))

@@ -70,13 +70,13 @@ class ResBlock(nn.Module):
     """
 
     def __init__(self, in_ch: int, out_ch: int, emb_dim: int, dropout: float, scale_shift: bool,
-                 resample: str | None = None):
+                 resample: str | None = None, groups: int = 32):
         super().__init__()
         self.scale_shift, self.resample = scale_shift, resample
-        self.norm1 = GroupNorm32(32, in_ch)
+        self.norm1 = GroupNorm32(groups, in_ch)
         self.conv1 = nn.Conv2d(in_ch, out_ch, 3, padding=1)
         self.emb = nn.Linear(emb_dim, 2 * out_ch if scale_shift else out_ch)
-        self.norm2 = GroupNorm32(32, out_ch)
+        self.norm2 = GroupNorm32(groups, out_ch)
         self.dropout = nn.Dropout(dropout)
         self.conv2 = _zero(nn.Conv2d(out_ch, out_ch, 3, padding=1))
         self.skip = nn.Identity() if in_ch == out_ch else nn.Conv2d(in_ch, out_ch, 1)
@@ -108,10 +108,10 @@ class AttentionBlock(nn.Module):
     (Ho et al. 2020, appendix B; multi-head as in Nichol & Dhariwal 2021). Uses
     ``torch.nn.functional.scaled_dot_product_attention``; the output projection starts at zero."""
 
-    def __init__(self, channels: int, num_heads: int):
+    def __init__(self, channels: int, num_heads: int, groups: int = 32):
         super().__init__()
         self.heads = num_heads
-        self.norm = GroupNorm32(32, channels)
+        self.norm = GroupNorm32(groups, channels)
         self.qkv = nn.Linear(channels, 3 * channels)
         self.proj = _zero(nn.Linear(channels, channels))
 
@@ -180,6 +180,9 @@ class UNet(nn.Module):
             any height and width divisible by ``2 ** (len(channel_mult) - 1)``.
         resblock_updown: resample with residual blocks instead of (strided / upsampling) convolutions
             (Dhariwal & Nichol 2021, BigGAN-style).
+        norm_groups: groups of every GroupNorm (32 in the papers). On narrow maps 32 groups of one or two
+            channels act as instance normalisation, which removes each channel's mean (on the 32-channel
+            ``cpu-small`` network: tinted backgrounds); the CPU preset uses 8.
 
     Timesteps ``t`` are integer indices or reals, shaped ``[B]`` (or a scalar, broadcast); the
     embedding is ``timestep_embedding`` of ``t`` followed by a two-layer MLP with SiLU.
@@ -189,11 +192,12 @@ class UNet(nn.Module):
                  channel_mult: Iterable[int] = (1, 2, 2, 2), num_res_blocks: int = 2,
                  attention_resolutions: Iterable[int] = (16,), num_heads: int = 1,
                  num_head_channels: int | None = None, dropout: float = 0.0, use_scale_shift_norm: bool = False,
-                 num_classes: int | None = None, image_size: int = 32, resblock_updown: bool = False):
+                 num_classes: int | None = None, image_size: int = 32, resblock_updown: bool = False,
+                 norm_groups: int = 32):
         super().__init__()
         for name, value in [("in_channels", in_channels), ("model_channels", model_channels),
                             ("num_res_blocks", num_res_blocks), ("num_heads", num_heads),
-                            ("image_size", image_size)]:
+                            ("image_size", image_size), ("norm_groups", norm_groups)]:
             _validate.positive_int(name, value)
         channel_mult = tuple(channel_mult)
         attention_resolutions = tuple(attention_resolutions)
@@ -201,8 +205,8 @@ class UNet(nn.Module):
             raise ValueError("channel_mult must have at least one entry")
         for m in channel_mult:
             _validate.positive_int("each channel_mult entry", m)
-            if (model_channels * m) % 32:
-                raise ValueError(f"model_channels * channel_mult must be multiples of 32 (GroupNorm(32)), "
+            if (model_channels * m) % norm_groups:
+                raise ValueError(f"model_channels * channel_mult must be multiples of norm_groups={norm_groups}, "
                                  f"got {model_channels} * {m}")
         if out_channels is not None:
             _validate.positive_int("out_channels", out_channels)
@@ -236,12 +240,12 @@ class UNet(nn.Module):
             return ch // num_head_channels
 
         def level(chs_in: list[int], ch_out: int, attn: bool) -> Level:
-            res = [ResBlock(c, ch_out, emb_dim, dropout, use_scale_shift_norm) for c in chs_in]
-            return Level(res, [AttentionBlock(ch_out, heads(ch_out)) if attn else None for _ in chs_in])
+            res = [ResBlock(c, ch_out, emb_dim, dropout, use_scale_shift_norm, groups=norm_groups) for c in chs_in]
+            return Level(res, [AttentionBlock(ch_out, heads(ch_out), norm_groups) if attn else None for _ in chs_in])
 
         def resampler(ch: int, kind: str) -> nn.Module:
             if resblock_updown:
-                return ResBlock(ch, ch, emb_dim, dropout, use_scale_shift_norm, resample=kind)
+                return ResBlock(ch, ch, emb_dim, dropout, use_scale_shift_norm, resample=kind, groups=norm_groups)
             return Downsample(ch) if kind == "down" else Upsample(ch)
 
         self.time_embed = nn.Sequential(nn.Linear(model_channels, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
@@ -261,9 +265,9 @@ class UNet(nn.Module):
                 self.downsample.append(resampler(ch, "down"))
                 skips.append(ch)
 
-        self.mid_res1 = ResBlock(ch, ch, emb_dim, dropout, use_scale_shift_norm)
-        self.mid_attn = AttentionBlock(ch, heads(ch))
-        self.mid_res2 = ResBlock(ch, ch, emb_dim, dropout, use_scale_shift_norm)
+        self.mid_res1 = ResBlock(ch, ch, emb_dim, dropout, use_scale_shift_norm, groups=norm_groups)
+        self.mid_attn = AttentionBlock(ch, heads(ch), norm_groups)
+        self.mid_res2 = ResBlock(ch, ch, emb_dim, dropout, use_scale_shift_norm, groups=norm_groups)
 
         # Decoder: level i (from the deepest) has num_res_blocks + 1 blocks, each eating one skip.
         self.up, self.upsample = nn.ModuleList(), nn.ModuleList()
@@ -277,7 +281,7 @@ class UNet(nn.Module):
             if i > 0:
                 self.upsample.append(resampler(ch, "up"))
 
-        self.norm_out = GroupNorm32(32, ch)
+        self.norm_out = GroupNorm32(norm_groups, ch)
         self.conv_out = _zero(nn.Conv2d(ch, self.out_channels, 3, padding=1))
 
     # ----------------------------------------------------------------------------------------------
