@@ -192,8 +192,10 @@ def test_constructor_errors():
         UNet(**{**SMALL, "image_size": 18, "channel_mult": (1, 2, 2)})
     with pytest.raises(ValueError, match="level size"):
         UNet(**{**SMALL, "attention_resolutions": (4,)})
-    with pytest.raises(ValueError, match="multiples of 32"):
+    with pytest.raises(ValueError, match="multiples of norm_groups=32"):
         UNet(**{**SMALL, "model_channels": 48})
+    with pytest.raises(ValueError, match="multiples of norm_groups=5"):
+        UNet(**{**SMALL, "norm_groups": 5})
     with pytest.raises(ValueError, match="heads"):
         UNet(**{**SMALL, "num_heads": 3})
 
@@ -331,3 +333,11 @@ def test_resample_resblocks_average_and_repeat_2x2_windows():
         out = up(x, emb)
     assert out.shape == (1, 32, 8, 16)
     torch.testing.assert_close(out, x.repeat_interleave(2, dim=2).repeat_interleave(2, dim=3))
+
+
+def test_norm_groups_reach_every_group_norm():
+    net = UNet(**{**SMALL, "norm_groups": 8})
+    norms = [m for m in net.modules() if isinstance(m, torch.nn.GroupNorm)]
+    assert norms and all(m.num_groups == 8 for m in norms)
+    x = torch.randn(2, SMALL.get("in_channels", 3), SMALL["image_size"], SMALL["image_size"])
+    assert net(x, torch.tensor([1, 2])).shape == x.shape
