@@ -10,23 +10,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import time
 
 import torch
 
 from pdlib.config import load_config
 from pdlib.data import shapes_validity
+from pdlib.metrics import wilson_interval
 from pdlib.pipeline import build_data, build_method
 from pdlib.train import Trainer
-
-
-def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """The 95 % Wilson score interval of a rate k / n."""
-    p = k / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def main() -> None:
@@ -36,7 +28,8 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=512)
     ap.add_argument("overrides", nargs="*")
     args = ap.parse_args()
-    cfg = load_config("shapes-ddpm", [f"train.steps={args.steps}", "train.progress=false", *args.overrides])
+    cfg = load_config("shapes-ddpm", [f"train.steps={args.steps}", "train.progress=false",
+                                      "train.checkpoint_every=null", *args.overrides])
     torch.manual_seed(cfg.train.seed)
     trainer = Trainer(build_method(cfg), build_data(cfg), cfg.train)
     for step in range(args.every, args.steps + 1, args.every):
@@ -45,7 +38,7 @@ def main() -> None:
         g = torch.Generator().manual_seed(0)
         x = trainer.model.sample(args.n, sampler="ddim", steps=50, clip=True, generator=g, progress=False)
         k = int(shapes_validity(x).sum())
-        lo, hi = wilson(k, args.n)
+        lo, hi = wilson_interval(k, args.n)
         print(json.dumps({"step": step, "train_min": round(trainer.wall_time / 60, 2), "validity": k / args.n,
                           "ci95": [round(lo, 3), round(hi, 3)], "eval_s": round(time.perf_counter() - start, 1),
                           "overrides": args.overrides}), flush=True)

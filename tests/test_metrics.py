@@ -168,3 +168,17 @@ def test_mmd_bad_input():
         mmd(torch.randn(10, 2), torch.randn(10, 3))
     with pytest.raises(ValueError):
         mmd(torch.randn(10, 2, 1), torch.randn(10, 2, 1))
+
+
+def test_wilson_interval_known_values_and_errors():
+    from pdlib.metrics import wilson_interval
+
+    lo, hi = wilson_interval(5, 10)
+    assert (round(lo, 4), round(hi, 4)) == (0.2366, 0.7634)  # the textbook example
+    lo, hi = wilson_interval(0, 10)
+    assert lo == 0.0 and round(hi, 4) == 0.2775
+    lo, hi = wilson_interval(512, 512)
+    assert hi == 1.0 and 0.99 < lo < 1.0
+    for k, n in [(-1, 10), (11, 10)]:
+        with pytest.raises(ValueError):
+            wilson_interval(k, n)

@@ -28,9 +28,11 @@ def shapes_runs(budget: str) -> dict:
 
 def validity_by_steps(method, n: int, sampler_steps=SHAPES_SAMPLER_STEPS, ddpm_steps: int = SHAPES_DDPM_STEPS,
                       seed: int = 0) -> dict:
-    """Fraction of valid one-disc samples for DDIM (eta = 0) at each number of steps, plus ancestral
-    DDPM sampling on ``ddpm_steps`` respaced steps; the same initial noise for every setting."""
+    """Valid one-disc samples out of ``n`` for DDIM (eta = 0) at each number of steps, plus ancestral DDPM
+    sampling on ``ddpm_steps`` respaced steps; the same initial noise for every setting. Returns
+    ``{"ddim50": {"valid": k, "n": n, "rate": k / n, "ci95": [lo, hi]}, ...}`` (Wilson interval)."""
     from ..data.shapes import shapes_validity
+    from ..metrics import wilson_interval
 
     device = next(method.parameters()).device
     settings = [("ddim", s) for s in sampler_steps if s <= method.process.T] + [("ddpm", ddpm_steps)]
@@ -39,7 +41,9 @@ def validity_by_steps(method, n: int, sampler_steps=SHAPES_SAMPLER_STEPS, ddpm_s
         g = torch.Generator(device).manual_seed(seed)
         x = method.sample(n, sampler=sampler, steps=min(steps, method.process.T), clip=True, generator=g,
                           progress=False)
-        out[f"{sampler}{steps}"] = round(float(shapes_validity(x).float().mean()), 4)
+        k = int(shapes_validity(x).sum())
+        out[f"{sampler}{steps}"] = {"valid": k, "n": n, "rate": round(k / n, 4),
+                                    "ci95": [round(b, 4) for b in wilson_interval(k, n)]}
     return out
 
 
@@ -49,16 +53,25 @@ def shapes_evaluate(methods: dict, out: Path, budget: str) -> dict:
     from ..viz import save_image_grid
 
     method = methods["ddpm"]
-    n = 8 if budget == "smoke" else 128
-    validity = validity_by_steps(method, n)
+    n = 8 if budget == "smoke" else 512
+    measured = validity_by_steps(method, n)
+    validity = {k: v["rate"] for k, v in measured.items()}
     g = torch.Generator(next(method.parameters()).device).manual_seed(1)
     save_image_grid(method.sample(64 if budget != "smoke" else 4, sampler="ddim", steps=50, clip=True,
                                   generator=g, progress=False), out / "samples_ddim50.png")
     fig, ax = plt.subplots(figsize=(4, 3))
     steps = [s for s in SHAPES_SAMPLER_STEPS if f"ddim{s}" in validity]
-    ax.plot(steps, [validity[f"ddim{s}"] for s in steps], "o-", label="DDIM, eta=0")
-    ax.plot([SHAPES_DDPM_STEPS], [validity[f"ddpm{SHAPES_DDPM_STEPS}"]], "s", color="tab:red",
-            label=f"DDPM, {SHAPES_DDPM_STEPS} respaced steps")
+    keys = [f"ddim{s}" for s in steps]
+
+    def yerr(names):  # distances from each rate down and up to its interval's ends
+        return [[validity[k] - measured[k]["ci95"][0] for k in names],
+                [measured[k]["ci95"][1] - validity[k] for k in names]]
+
+    ax.errorbar(steps, [validity[k] for k in keys], yerr=yerr(keys), fmt="o-", capsize=3,
+                label="DDIM, eta=0 (95 % CI)")
+    ddpm = f"ddpm{SHAPES_DDPM_STEPS}"
+    ax.errorbar([SHAPES_DDPM_STEPS], [validity[ddpm]], yerr=yerr([ddpm]), fmt="s", color="tab:red", capsize=3,
+                label=f"DDPM, {SHAPES_DDPM_STEPS} respaced steps")
     ax.set_xscale("log")
     ax.set_xlabel("sampling steps")
     ax.set_ylabel("valid one-disc samples")
@@ -66,7 +79,8 @@ def shapes_evaluate(methods: dict, out: Path, budget: str) -> dict:
     ax.legend()
     fig.savefig(out / "validity_vs_steps.png", dpi=100, bbox_inches="tight")
     plt.close(fig)
-    return {"n_eval_samples": n, "validity": validity}
+    return {"n_eval_samples": n, "validity": validity,
+            "validity_ci95": {k: v["ci95"] for k, v in measured.items()}}
 
 
 register(Experiment("ddpm-shapes", "DDPM (cpu-small UNet) on 16x16 one-disc images; validity vs sampling steps",
