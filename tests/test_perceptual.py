@@ -47,8 +47,8 @@ def _fake_params(net, rng, linear=True):
     if linear:
         import lpips
 
-        shipped = torch.load(os.path.join(os.path.dirname(lpips.__file__), "weights", "v0.1", f"{net}.pth"),
-                             weights_only=True, map_location="cpu")
+        path = os.path.join(os.path.dirname(lpips.__file__), "weights", "v0.1", f"{net}.pth")
+        shipped = torch.load(path, weights_only=True, map_location="cpu")
         for k in range(weights.N_LINEAR):
             kernel = shipped[f"lin{k}.model.1.weight"].numpy().transpose(2, 3, 1, 0)  # [1, C, 1, 1] -> [1, 1, C, 1]
             params[f"NetLinLayer_{k}"] = {"Conv_0": {"kernel": kernel}}
