@@ -78,7 +78,7 @@ def shapes_evaluate(methods: dict, out: Path, budget: str) -> dict:
     ax.set_xlabel("sampling steps (network calls)")
     ax.set_ylabel("valid one-disc samples")
     ax.set_ylim(0, 1)
-    ax.legend()
+    ax.legend(fontsize=8, loc="center right")
     fig.savefig(out / "validity_vs_steps.png", dpi=100, bbox_inches="tight")
     plt.close(fig)
     return {"n_eval_samples": n, "validity": validity,
