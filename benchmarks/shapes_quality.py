@@ -1,7 +1,7 @@
 """Quality per CPU-minute on the 16x16 one-disc shapes: valid-sample rate (DDIM 50 steps, a 95 % Wilson
 interval) against training minutes, for pdlib's shapes recipe with any config overrides.
 
-    python benchmarks/shapes_quality.py --steps 6000 --every 1000 --n 512 model.kwargs={norm_groups: 8}
+    python benchmarks/shapes_quality.py --steps 4000 --every 1000 --n 512 "model.kwargs={norm_groups: 32}"
 
 Prints one JSON line per evaluation: step, training minutes, validity and its interval.
 """

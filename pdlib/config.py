@@ -36,6 +36,7 @@ class DataConfig:
     root: str | None = None
     hflip: bool = False
     seed: int = 0
+    split: str = "all"  # digits only: "all", or the fixed held-out split's "train" / "test" part
 
 
 @dataclass
@@ -125,6 +126,7 @@ def validate(cfg: RunConfig) -> None:
     _validate.choice("data.name", cfg.data.name, DATASETS)
     _validate.positive_int("data.n", cfg.data.n)
     _validate.positive_int("data.size", cfg.data.size)
+    _validate.choice("data.split", cfg.data.split, ("all", "train", "test"))
     _validate.choice("model.type", cfg.model.type, ("unet", "mlp2d"))
     _validate.choice("method.name", cfg.method.name, pipeline.METHODS)
     _validate.choice("diffusion.schedule", d.schedule, SCHEDULES)

@@ -7,6 +7,7 @@ are float64 and cast to the data's dtype and device when gathered.
 
 from __future__ import annotations
 
+import warnings
 from typing import Callable
 
 import torch
@@ -18,6 +19,10 @@ from .schedules import space_timesteps
 
 PARAMETERIZATIONS = ("eps", "x0", "v")
 SAMPLERS = ("ddpm", "ddim")
+#: ``sample`` warns when one deterministic step multiplies an eps error by more than this (see
+#: ``GaussianDiffusion.eps_error_gain``); 10 flags cosine T=100 with 20 DDIM steps (gain ~160), not the
+#: linear T=1000 schedule with 50 steps (gain ~0.2).
+EPS_GAIN_WARNING = 10.0
 
 
 class GaussianDiffusion:
@@ -221,6 +226,18 @@ class GaussianDiffusion:
             out = out + sigma * self._noise_like(xt, noise, generator)
         return out
 
+    def eps_error_gain(self, t: int, t_prev: int) -> float:
+        """How much a deterministic DDIM step t -> t_prev (eta = 0, no clipping) multiplies an error
+        delta in the predicted eps: x_prev changes by
+        ``(sqrt(abar_prev) sqrt(1 - abar_t) / sqrt(abar_t) - sqrt(1 - abar_prev)) delta``.
+        Near zero SNR (abar_t -> 0) the x0 estimate divides by sqrt(abar_t), and a long jump to a
+        t_prev with much larger abar carries that blow-up into the sample."""
+        abar = float(self.alphas_cumprod[t])
+        abar_prev = 1.0 if t_prev < 0 else float(self.alphas_cumprod[t_prev])
+        if abar == 0.0:
+            return float("inf")
+        return abs((abar_prev * (1 - abar) / abar) ** 0.5 - (1 - abar_prev) ** 0.5)
+
     # --------------------------------------------------------------- respacing
     def respace(self, spec) -> "GaussianDiffusion":
         """A shorter process on the kept steps of ``space_timesteps(T, spec)``, with betas recomputed
@@ -266,6 +283,13 @@ class GaussianDiffusion:
         else:
             process = self
             pairs = list(zip(reversed(kept), reversed([-1] + kept[:-1])))
+            gain = self.eps_error_gain(*pairs[0])
+            if parameterization == "eps" and not clip and gain > EPS_GAIN_WARNING:
+                warnings.warn(
+                    f"DDIM with an eps-predicting model: the first step ({pairs[0][0]} -> {pairs[0][1]}) starts "
+                    f"near zero SNR (abar = {float(self.alphas_cumprod[pairs[0][0]]):.2g}) and multiplies errors in "
+                    f"eps by {gain:.3g}, so samples can explode. Remedies: clip=True for data in [-1, 1], more "
+                    "steps, or a model trained with parameterization='v' (book chapter 'DDIM').", stacklevel=3)
         trajectory = [x.cpu()] if return_trajectory else None
         for i, i_prev in progress_bar(pairs, desc=f"{sampler} sampling", enabled=progress):
             t = torch.full((shape[0],), i, device=device, dtype=torch.long)

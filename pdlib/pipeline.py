@@ -43,7 +43,7 @@ def build_data(cfg: RunConfig):
     if d.name == "digits":
         from .data.images import digits
 
-        return digits(size=d.size)[0]
+        return digits(size=d.size, split=d.split)[0]
     from .data import images
 
     if d.root is None:

@@ -223,3 +223,36 @@ def test_eps_prediction_on_zero_terminal_snr_is_refused(sampler):
     with pytest.raises(ValueError):
         process.sample(exact_predictor(np.cumprod(1 - process.betas.numpy()), "eps"), (8, 2), sampler=sampler,
                        parameterization="eps", progress=False)
+
+
+# ---------------------------------------------------------------- the eps blow-up near zero SNR
+@pytest.mark.parametrize("schedule,T,t,t_prev", [("cosine", 100, 99, 94), ("linear", 1000, 999, 979),
+                                                  ("linear", 1000, 19, -1)])
+def test_eps_error_gain_matches_ddim_step(schedule, T, t, t_prev):
+    from pdlib.schedules import beta_schedule
+
+    process = GaussianDiffusion(beta_schedule(schedule, T))
+    x = torch.randn(4, 3, dtype=torch.float64)
+    eps, delta = torch.randn_like(x), 1e-3 * torch.randn_like(x)
+    step = lambda e: process.ddim_step(x, torch.full((4,), t), torch.full((4,), t_prev), e)  # noqa: E731
+    moved = (step(eps + delta) - step(eps)).abs() / delta.abs()
+    torch.testing.assert_close(moved, torch.full_like(moved, process.eps_error_gain(t, t_prev)), rtol=1e-6, atol=1e-9)
+
+
+def test_ddim_warns_where_eps_errors_explode():
+    from pdlib.schedules import beta_schedule
+
+    def model(x, t):
+        return torch.zeros_like(x)
+
+    cosine = GaussianDiffusion(beta_schedule("cosine", 100))
+    with pytest.warns(UserWarning, match="multiplies errors in eps"):
+        cosine.sample(model, (2, 2), sampler="ddim", steps=20, progress=False)
+    linear = GaussianDiffusion(beta_schedule("linear", 1000))
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        linear.sample(model, (2, 2), sampler="ddim", steps=50, progress=False)
+        cosine.sample(model, (2, 2), sampler="ddim", steps=20, clip=True, progress=False)
+        cosine.sample(model, (2, 2), sampler="ddim", steps=20, parameterization="v", progress=False)

@@ -384,7 +384,7 @@ def test_loss_decreases():
 
 def test_ema_update_closed_form():
     model = nn.Sequential(nn.Linear(3, 2), nn.BatchNorm1d(2))
-    ema = EMA(model, decay=0.9)
+    ema = EMA(model, decay=0.9, warmup=False)
     p0 = [p.detach().clone() for p in model.parameters()]
     snapshots = []
     for k in range(3):
@@ -393,7 +393,7 @@ def test_ema_update_closed_form():
                 p.add_(torch.randn_like(p))
         model.train()(torch.randn(8, 3))  # moves the BatchNorm running statistics
         snapshots.append([p.detach().clone() for p in model.parameters()])
-        ema.update(model)
+        ema.update(model, k)
     d = 0.9
     for i, p_ema in enumerate(ema.module.parameters()):
         expected = d**3 * p0[i] + d**2 * (1 - d) * snapshots[0][i] + d * (1 - d) * snapshots[1][i] \
@@ -414,13 +414,22 @@ def test_ema_bad_decay(decay):
         EMA(nn.Linear(2, 2), decay)
 
 
-def test_trainer_ema_follows_formula(data):
-    t = Trainer(tiny_method(), data, TrainConfig(**{**CFG, "ema_decay": 0.75}))
+def test_ema_warmup_schedule():
+    ema = EMA(nn.Linear(2, 2), decay=0.999)
+    assert ema.decay_at(0) == pytest.approx(0.1) and ema.decay_at(90) == pytest.approx(0.91)
+    assert ema.decay_at(10**6) == 0.999
+    assert EMA(nn.Linear(2, 2), decay=0.999, warmup=False).decay_at(0) == 0.999
+
+
+@pytest.mark.parametrize("warmup,first_decay", [(False, 0.75), (True, 0.1)])
+def test_trainer_ema_follows_formula(data, warmup, first_decay):
+    t = Trainer(tiny_method(), data, TrainConfig(**{**CFG, "ema_decay": 0.75, "ema_warmup": warmup}))
     before = [p.detach().clone() for p in t.method.parameters()]
     t.train_step()
     after = [p.detach().clone() for p in t.method.parameters()]
+    d = first_decay
     for b, a, e in zip(before, after, t.ema.module.parameters()):
-        torch.testing.assert_close(e, 0.75 * b + 0.25 * a, rtol=1e-6, atol=1e-7)
+        torch.testing.assert_close(e, d * b + (1 - d) * a, rtol=1e-6, atol=1e-7)
     assert t.model is t.ema.module
     t2 = Trainer(tiny_method(), data, TrainConfig(**{**CFG, "ema_decay": None}))
     assert t2.ema is None and t2.model is t2.method

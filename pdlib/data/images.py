@@ -59,21 +59,35 @@ def _transform(size: int | None = None, *, crop=None, flip: bool = False):
     return T.Compose(steps + [T.PILToTensor(), _to_signed])
 
 
-def digits(size: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
-    """scikit-learn's bundled handwritten digits: ``(images [1797, 1, size, size], labels [1797])``.
+DIGITS_SPLITS = ("all", "train", "test")
+DIGITS_TEST_FRACTION = 0.3
+
+
+def digits(size: int = 16, split: str = "all") -> tuple[torch.Tensor, torch.Tensor]:
+    """scikit-learn's bundled handwritten digits: ``(images [N, 1, size, size], labels [N])``.
 
     The 8x8 images (UCI "Optical Recognition of Handwritten Digits"; grey levels 0..16) ship with
     scikit-learn, so nothing is downloaded. Levels map linearly to ``[-1, 1]`` (0 -> -1, 16 -> 1);
     ``size != 8`` resamples bilinearly (``align_corners=False``, antialiased when shrinking).
-    Labels are the digits 0..9 (LongTensor).
+    Labels are the digits 0..9 (LongTensor). ``split`` is ``"all"`` (1797 images), or a fixed held-out
+    split: ``"test"`` is 30 % of the images (539) chosen by a seeded permutation, ``"train"`` the other
+    1258; the same on every machine, so generative models train on ``"train"`` and are judged against
+    ``"test"`` (``pdlib.metrics.digits``).
     """
     _validate.positive_int("size", size)
+    _validate.choice("split", split, DIGITS_SPLITS)
     bunch = _import("sklearn.datasets").load_digits()
     images = torch.from_numpy(bunch.images).float()[:, None] / 8 - 1
+    labels = torch.from_numpy(bunch.target).long()
+    if split != "all":
+        order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(0))
+        n_test = round(DIGITS_TEST_FRACTION * len(labels))
+        keep = order[:n_test] if split == "test" else order[n_test:]
+        images, labels = images[keep], labels[keep]
     if size != 8:
         images = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False,
                                antialias=size < 8).clamp(-1, 1)
-    return images, torch.from_numpy(bunch.target).long()
+    return images, labels
 
 
 def _cifar10_steps(root: Path) -> str:

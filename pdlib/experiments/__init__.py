@@ -45,6 +45,7 @@ class Experiment:
     runs: Callable[[str], dict[str, RunConfig]]
     evaluate: Callable[[dict, Path, str], dict]
     code: tuple = ()  #: pdlib modules (dotted, below pdlib) its numbers depend on, beyond CORE_CODE
+    keep_weights: bool = True  #: False for sweeps whose chapter shows only their table (keeps the repo small)
 
 
 REGISTRY: dict[str, Experiment] = {}
@@ -124,8 +125,9 @@ def run(name: str, budget: str = "book", out_dir=None, progress: bool = True) ->
             cfg.init_from = str(work / cfg.init_from.removeprefix("run:"))
         trainer = train_run(cfg, resume=checkpoint_path(cfg).is_file())  # an interrupted run goes on
         wall[run_name] = round(trainer.wall_time, 1)
-        export_weights(trainer.model, out / f"{run_name}.safetensors",
-                       metadata={"experiment": name, "run": run_name, "budget": budget, "steps": trainer.step})
+        if exp.keep_weights:
+            export_weights(trainer.model, out / f"{run_name}.safetensors",
+                           metadata={"experiment": name, "run": run_name, "budget": budget, "steps": trainer.step})
         shutil.copy(Path(cfg.out_dir) / "loss.png", out / f"{run_name}_loss.png")
         (out / f"{run_name}_history.json").write_text(json.dumps(trainer.history))
         methods[run_name] = trainer.model.eval()
@@ -197,4 +199,4 @@ def check_artifacts(root=None) -> list[str]:
     return problems
 
 
-from . import images  # noqa: E402,F401  (registers the images chapter's experiments)
+from . import images, recipe  # noqa: E402,F401  (register the images chapter's experiments)

@@ -22,11 +22,17 @@ class DDPM(Method):
     baseline of the Cas-DM paper). ``cond_drop_prob`` replaces the label ``y`` by the network's
     ``null_class`` with that probability, which trains the unconditional model that classifier-free
     guidance needs (Ho & Salimans 2022, Algorithm 1).
+
+    ``min_snr_gamma`` (e.g. 5) weights each sample's squared error by the min-SNR-gamma strategy of
+    Hang et al. (2023, eq. 7 and Table 1): the x0-space weight ``min(SNR_t, gamma)`` written for the
+    chosen target, i.e. ``min(SNR, gamma) / SNR`` for eps, ``min(SNR, gamma) / (SNR + 1)`` for v and
+    ``min(SNR, gamma)`` for x0, where ``SNR_t = abar_t / (1 - abar_t)``. None (the default) is L_simple.
     """
 
     def __init__(self, net: nn.Module, process: GaussianDiffusion, parameterization: str = "eps",
                  metric: Callable | None = None, metric_weight: float = 0.0, *,
-                 cond_drop_prob: float = 0.0, data_shape: tuple | None = None):
+                 cond_drop_prob: float = 0.0, min_snr_gamma: float | None = None,
+                 data_shape: tuple | None = None):
         super().__init__()
         _validate.choice("parameterization", parameterization, PARAMETERIZATIONS)
         if not 0.0 <= cond_drop_prob <= 1.0:
@@ -34,7 +40,10 @@ class DDPM(Method):
         if metric_weight < 0:
             raise ValueError(f"metric_weight must be >= 0, got {metric_weight}")
         self.net, self.process, self.parameterization = net, process, parameterization
+        if min_snr_gamma is not None and not min_snr_gamma > 0:
+            raise ValueError(f"min_snr_gamma must be > 0 (or None for L_simple), got {min_snr_gamma}")
         self.metric, self.metric_weight, self.cond_drop_prob = metric, metric_weight, cond_drop_prob
+        self.min_snr_gamma = min_snr_gamma
         self.data_shape = None if data_shape is None else tuple(data_shape)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, **cond) -> torch.Tensor:
@@ -59,13 +68,25 @@ class DDPM(Method):
         xt = self.process.q_sample(x0, t, eps)
         out = self.net(xt, t, **cond)
         target = self.process.target(x0, eps, t, self.parameterization)
-        mse = (out - target).pow(2).flatten(1).mean(1).mean()
+        per_sample = (out - target).pow(2).flatten(1).mean(1)
+        if self.min_snr_gamma is not None:
+            per_sample = per_sample * self.loss_weight(t).to(per_sample.dtype)
+        mse = per_sample.mean()
         terms = {"mse": mse}
         if self.metric is not None and self.metric_weight > 0:
             _, x0_hat = self.process.split_prediction(xt, t, out, self.parameterization)
             terms["metric"] = self.metric_weight * self.metric(x0_hat, x0).mean()
         total = sum(terms.values())
         return {"loss": total, **{k: v.detach() for k, v in terms.items()}}
+
+    def loss_weight(self, t: torch.Tensor) -> torch.Tensor:
+        """The min-SNR-gamma weight of timesteps ``t`` for this target (all ones without ``min_snr_gamma``)."""
+        abar = self.process.alphas_cumprod.to(t.device)[t]
+        snr = abar / (1 - abar)
+        if self.min_snr_gamma is None:
+            return torch.ones_like(snr)
+        clipped = snr.clamp(max=self.min_snr_gamma)
+        return {"eps": clipped / snr, "v": clipped / (snr + 1), "x0": clipped}[self.parameterization]
 
     @torch.no_grad()
     def sample(self, n_or_shape, *, steps=None, generator: torch.Generator | None = None,

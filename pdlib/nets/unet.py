@@ -39,9 +39,10 @@ PRESETS: dict[str, dict] = {
     "celeba64": dict(image_size=64, model_channels=128, channel_mult=(1, 2, 3, 4), num_res_blocks=3,
                      attention_resolutions=(16, 8), num_heads=4, use_scale_shift_norm=True, dropout=0.0),
     # A small network for the CPU chapters: 16x16 images, 0.65M parameters, two levels (16x16 and 8x8),
-    # attention only in the middle block (8x8).
+    # attention only in the middle block (8x8), 8 normalisation groups (4 or 8 channels each; 32 groups
+    # on these 32-channel maps would normalise each channel alone: see ``UNet``'s ``norm_groups``).
     "cpu-small": dict(image_size=16, model_channels=32, channel_mult=(1, 2), num_res_blocks=1,
-                      attention_resolutions=(), num_heads=1, dropout=0.0),
+                      attention_resolutions=(), num_heads=1, dropout=0.0, norm_groups=8),
 }
 
 

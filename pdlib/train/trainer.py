@@ -54,6 +54,7 @@ class TrainConfig:
     warmup_steps: int = 0
     grad_clip: float | None = 1.0
     ema_decay: float | None = 0.999
+    ema_warmup: bool = True
     amp: str | None = None
     seed: int = 0
     device: str = "auto"
@@ -139,7 +140,7 @@ class Trainer:
         for opt in self.optimizers.values():
             for group in opt.param_groups:
                 group["base_lr"] = group["lr"]
-        self.ema = EMA(method, cfg.ema_decay, self.plan.ema_networks) if cfg.ema_decay is not None else None
+        self.ema = EMA(method, cfg.ema_decay, self.plan.ema_networks, cfg.ema_warmup) if cfg.ema_decay is not None else None
         torch.manual_seed(cfg.seed + self.rank)  # dropout draws from the global generator
         self.data_generator = torch.Generator().manual_seed(cfg.seed + 1000 * self.rank)
         self.loss_generator = torch.Generator(self.device).manual_seed(cfg.seed + 1000 * self.rank + 1)
@@ -239,7 +240,7 @@ class Trainer:
                 prefix = "" if self.plan.single else f"{phase.name}/"
                 terms.update({prefix + k: v for k, v in self._run_phase(phase, batches).items()})
         if self.ema is not None:
-            self.ema.update(self.method)
+            self.ema.update(self.method, self.step)
         self.step += 1
         self._at_boundary = True
         return terms
