@@ -105,7 +105,7 @@ def main() -> None:
     rows = []
     for minutes in sorted(args.minutes):
         while pdlib_trainer.wall_time < 60 * minutes:
-            pdlib_trainer.fit(pdlib_trainer.step + 25)
+            pdlib_trainer.fit(pdlib_trainer.step + 5)
         x = pdlib_trainer.model.sample(args.n, sampler="ddim", steps=50, clip=True,
                                        generator=torch.Generator().manual_seed(0), progress=False)
         rows.append({"recipe": "pdlib", "minutes": minutes, "steps": pdlib_trainer.step, **validity(x)})

@@ -54,6 +54,9 @@ def _compare(name: str, fn: Callable, args: tuple, expected: torch.Tensor, hint:
     return result
 
 
+SHAPES = ((16, 2), (6, 3, 4, 4))  #: every checker tries points [B, 2] and image-shaped tensors [B, C, H, W]
+
+
 def _case(seed: int = 0, T: int = 100, shape=(16, 2)):
     g = torch.Generator().manual_seed(seed)
     process = GaussianDiffusion(beta_schedule("linear", T))
@@ -64,21 +67,59 @@ def _case(seed: int = 0, T: int = 100, shape=(16, 2)):
     return process, x0, eps, t
 
 
+def _per_sample(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """``values`` [B] shaped [B, 1, ..., 1] to broadcast against ``like``."""
+    return values.reshape(-1, *([1] * (like.ndim - 1)))
+
+
+def _all(name: str, results: list[CheckResult], quiet: bool) -> CheckResult:
+    """One verdict for several cases: the first failure, or success naming what was covered."""
+    failed = next((r for r in results if not r), None)
+    result = failed if failed is not None else CheckResult(True, f"{name}: correct!")
+    if not quiet:
+        print(result.message)
+    return result
+
+
+def _toy_eps_model(seed: int = 7) -> Callable:
+    """A fixed, smooth 'network' eps(x, t) for checking sampling loops (any shape of x)."""
+    g = torch.Generator().manual_seed(seed)
+    a, b = (torch.randn((), generator=g, dtype=torch.float64) for _ in range(2))
+
+    def model(x, t, **kw):
+        tt = _per_sample(t.to(x.dtype), x)
+        return 0.5 * torch.tanh(a * x + b * tt / 100) + 0.1 * x
+
+    return model
+
+
+_BROADCAST_HINT = ("index with t, then reshape to [B, 1, ..., 1] so it broadcasts over any data shape "
+                   "(e.g. v.reshape(-1, *[1] * (x.ndim - 1))); [:, None] only works for [B, D] data.")
+
+
 def check_q_sample(fn: Callable, quiet: bool = False) -> CheckResult:
-    """``fn(x0, t, eps, alphas_cumprod) -> x_t`` (DDPM chapter, eq. 4)."""
-    p, x0, eps, t = _case()
-    return _compare("q_sample", fn, (x0, t, eps, p.alphas_cumprod), p.q_sample(x0, t, eps),
-                    "x_t = sqrt(abar_t) * x0 + sqrt(1 - abar_t) * eps; index abar with t and add a "
-                    "trailing axis ([:, None]) to broadcast over the coordinates.", quiet=quiet)
+    """``fn(x0, t, eps, alphas_cumprod) -> x_t`` (DDPM chapter), on points and on image-shaped tensors."""
+    results = []
+    for shape in SHAPES:
+        p, x0, eps, t = _case(shape=shape)
+        results.append(_compare(f"q_sample {list(shape)}", fn, (x0, t, eps, p.alphas_cumprod),
+                                p.q_sample(x0, t, eps), "x_t mixes x0 and eps with the square roots of "
+                                "abar_t and 1 - abar_t; " + _BROADCAST_HINT, quiet=True))
+    return _all("q_sample", results, quiet)
 
 
 def check_posterior_mean(fn: Callable, quiet: bool = False) -> CheckResult:
-    """``fn(x0, xt, t, betas) -> mean of q(x_{t-1} | x_t, x_0)`` (DDPM chapter, eq. 7)."""
-    p, x0, eps, t = _case(1)
-    xt = p.q_sample(x0, t, eps)
-    return _compare("posterior mean", fn, (x0, xt, t, p.betas), p.q_posterior(x0, xt, t)[0],
-                    "abar_{t-1} is 1 at t = 0; the x0 coefficient is sqrt(abar_{t-1}) beta_t/(1-abar_t) "
-                    "and the x_t coefficient sqrt(alpha_t)(1-abar_{t-1})/(1-abar_t).", quiet=quiet)
+    """``fn(x0, xt, t, betas) -> mean of q(x_{t-1} | x_t, x_0)`` (DDPM chapter), t = 0 included."""
+    results = []
+    for shape in SHAPES:
+        p, x0, eps, t = _case(1, shape=shape)
+        xt = p.q_sample(x0, t, eps)
+        results.append(_compare(f"posterior mean {list(shape)}", fn, (x0, xt, t, p.betas),
+                                p.q_posterior(x0, xt, t)[0],
+                                "abar_{t-1} is 1 at t = 0; the x0 coefficient is sqrt(abar_{t-1}) beta_t/(1-abar_t) "
+                                "and the x_t coefficient sqrt(alpha_t)(1-abar_{t-1})/(1-abar_t); "
+                                + _BROADCAST_HINT, quiet=True))
+    return _all("posterior mean", results, quiet)
 
 
 def check_cosine_schedule(fn: Callable, quiet: bool = False) -> CheckResult:
@@ -89,15 +130,107 @@ def check_cosine_schedule(fn: Callable, quiet: bool = False) -> CheckResult:
 
 
 def check_ddim_step(fn: Callable, quiet: bool = False) -> CheckResult:
-    """``fn(xt, eps, abar_t, abar_prev) -> x_prev`` for eta = 0 (DDIM chapter, eq. 12)."""
-    p, x0, eps, t = _case(2)
-    xt = p.q_sample(x0, t, eps)
-    t = t.clamp(min=1)
-    t_prev = t - 1
-    abar, abar_prev = p.alphas_cumprod[t][:, None], p.alphas_cumprod[t_prev][:, None]
-    return _compare("ddim step", fn, (xt, eps, abar, abar_prev), p.ddim_step(xt, t, t_prev, eps),
-                    "first predict x0 = (x_t - sqrt(1-abar_t) eps)/sqrt(abar_t), then "
-                    "x_prev = sqrt(abar_prev) x0 + sqrt(1 - abar_prev) eps.", quiet=quiet)
+    """``fn(xt, eps, abar_t, abar_prev[, eta, noise]) -> x_prev`` (DDIM chapter, eq. 12). ``abar_t`` and
+    ``abar_prev`` come shaped to broadcast ([B, 1] for points, [B, 1, 1, 1] for images); the last step
+    (``t_prev = -1``, abar_prev = 1) is among the cases. A function that also takes ``eta`` and ``noise``
+    is checked at eta = 0.5 and 1 as well."""
+    import inspect
+
+    with_eta = len(inspect.signature(fn).parameters) >= 6
+    results = []
+    for shape in SHAPES:
+        p, x0, eps, t = _case(2, shape=shape)
+        xt = p.q_sample(x0, t, eps)
+        t = t.clamp(min=1)
+        t_prev = t - 1
+        t_prev[0] = -1                                       # the final step, to abar = 1
+        noise = torch.randn(shape, generator=torch.Generator().manual_seed(9), dtype=torch.float64)
+        abar = _per_sample(p.alphas_cumprod[t], xt)
+        abar_prev = _per_sample(torch.cat([p.alphas_cumprod, p.alphas_cumprod.new_ones(1)])[t_prev], xt)
+        for eta in (0.0, 0.5, 1.0) if with_eta else (0.0,):
+            args = (xt, eps, abar, abar_prev) + ((eta, noise) if with_eta else ())
+            results.append(_compare(f"ddim step {list(shape)}, eta = {eta}", fn, args,
+                                    p.ddim_step(xt, t, t_prev, eps, eta=eta, noise=noise),
+                                    "predict x0 from x_t and eps first; with eta > 0, sigma (eq. 16) both adds "
+                                    "sigma * noise and shrinks the eps coefficient to sqrt(1 - abar_prev - "
+                                    "sigma^2); at t_prev = -1, abar_prev = 1.", quiet=True))
+    return _all("ddim step" + (" (eta = 0, 0.5, 1)" if with_eta else " (eta = 0)"), results, quiet)
+
+
+def check_ddpm_sampler(fn: Callable, quiet: bool = False) -> CheckResult:
+    """``fn(model, betas, x_T, noises) -> x_0``: ancestral sampling (DDPM chapter, Algorithm 2) with the
+    "small" variance beta~_t, where ``model(x, t)`` predicts eps for a LongTensor ``t`` [B] and
+    ``noises[i]`` is the noise of the step *from* index i (unused at i = 0)."""
+    results = []
+    model = _toy_eps_model()
+    for shape in SHAPES:
+        p = GaussianDiffusion(beta_schedule("linear", 30))
+        g = torch.Generator().manual_seed(11)
+        x_T = torch.randn(shape, generator=g, dtype=torch.float64)
+        noises = torch.randn((p.T, *shape), generator=g, dtype=torch.float64)
+        x = x_T
+        for i in reversed(range(p.T)):
+            t = torch.full((shape[0],), i)
+            x = p.ddpm_step(x, t, model(x, t), noise=noises[i])
+        results.append(_compare(f"ddpm sampler {list(shape)}", fn, (model, p.betas, x_T, noises), x,
+                                "loop i = T-1 down to 0: eps = model(x, t) with t a [B] LongTensor, the posterior "
+                                "mean from the predicted x0, plus sqrt(beta~_i) * noises[i] except at i = 0.",
+                                quiet=True))
+    return _all("ddpm sampler", results, quiet)
+
+
+def check_ddim_sampler(fn: Callable, quiet: bool = False) -> CheckResult:
+    """``fn(model, alphas_cumprod, kept, x_T) -> x_0``: deterministic DDIM (eta = 0) over the kept
+    timesteps (increasing 0-based indices, as ``space_timesteps`` returns them), ending with the step to
+    abar = 1; ``model(x, t)`` predicts eps (DDIM chapter, eq. 12)."""
+    from .schedules import space_timesteps
+
+    results = []
+    model = _toy_eps_model(8)
+    p = GaussianDiffusion(beta_schedule("linear", 100))
+    for shape in SHAPES:
+        for steps in (10, 3):
+            kept = space_timesteps(p.T, steps)
+            x_T = torch.randn(shape, generator=torch.Generator().manual_seed(steps), dtype=torch.float64)
+            x = x_T
+            for i, i_prev in zip(reversed(kept), reversed([-1] + kept[:-1])):
+                t = torch.full((shape[0],), i)
+                x = p.ddim_step(x, t, torch.full_like(t, i_prev), model(x, t))
+            results.append(_compare(f"ddim sampler {list(shape)}, {steps} steps", fn,
+                                    (model, p.alphas_cumprod, kept, x_T), x,
+                                    "walk the pairs (kept[k], kept[k-1]) from the end, the last pair being "
+                                    "(kept[0], -1) with abar = 1; call the model with the original index.",
+                                    quiet=True))
+    return _all("ddim sampler", results, quiet)
+
+
+def check_cfg_sampler(fn: Callable, quiet: bool = False) -> CheckResult:
+    """``fn(net, alphas_cumprod, kept, y, w, x_T) -> x_0``: DDIM (eta = 0) with classifier-free guidance
+    (guidance chapter), where ``net(x, t, y=labels)`` predicts eps and ``net.null_class`` is the label of
+    the unconditional model."""
+    from .nets import MLP2D
+    from .schedules import space_timesteps
+
+    torch.manual_seed(0)
+    net = MLP2D(hidden=32, num_classes=3).eval()
+    p = GaussianDiffusion(beta_schedule("linear", 100))
+    kept = space_timesteps(p.T, 10)
+    g = torch.Generator().manual_seed(12)
+    x_T = torch.randn(16, 2, generator=g)
+    y = torch.randint(0, 3, (16,), generator=g)
+    results = []
+    for w in (0.0, 1.0, 3.0):
+        x = x_T
+        with torch.no_grad():
+            for i, i_prev in zip(reversed(kept), reversed([-1] + kept[:-1])):
+                t = torch.full((16,), i)
+                eps = guided_output(net(x, t, y=y), net(x, t, y=torch.full_like(y, net.null_class)), w)
+                x = p.ddim_step(x, t, torch.full_like(t, i_prev), eps)
+        results.append(_compare(f"cfg sampler, w = {w}", torch.no_grad()(fn),
+                                (net, p.alphas_cumprod, kept, y, w, x_T), x,
+                                "at every step evaluate the net with y and with the null label, combine the "
+                                "two predictions with w, and take a DDIM step with the result.", quiet=True))
+    return _all("cfg sampler", results, quiet)
 
 
 def check_langevin_step(fn: Callable, quiet: bool = False) -> CheckResult:
@@ -124,3 +257,22 @@ def check_guidance(fn: Callable, quiet: bool = False) -> CheckResult:
     return _compare("classifier-free guidance", fn, (cond, uncond, 3.0), guided_output(cond, uncond, 3.0),
                     "start from the unconditional prediction and move w times along (cond - uncond); "
                     "w = 1 must give the conditional prediction back.", quiet=quiet)
+
+
+def check_langevin_sampler(fn: Callable, quiet: bool = False) -> CheckResult:
+    """``fn(score_fn, x, step_size, noises) -> x`` after ``len(noises)`` Langevin steps (score matching
+    chapter, eq. 4), ``noises[k]`` being the noise of step k and ``score_fn(x)`` the score at x."""
+    g = torch.Generator().manual_seed(13)
+    mean = torch.tensor([1.0, -0.5], dtype=torch.float64)
+
+    def score_fn(x):  # the score of N(mean, 0.25 I)
+        return -(x - mean) / 0.25
+
+    x = torch.randn(32, 2, generator=g, dtype=torch.float64)
+    noises = torch.randn(25, 32, 2, generator=g, dtype=torch.float64)
+    expected = x
+    for z in noises:
+        expected = langevin_step(score_fn(expected), expected, 0.01, z)
+    return _compare("langevin sampler", fn, (score_fn, x, 0.01, noises), expected,
+                    "re-evaluate score_fn at the current x before every step; step k uses noises[k].",
+                    quiet=quiet)

@@ -11,8 +11,12 @@ from pdlib.exercises import CheckResult
 
 
 # --------------------------------------------------------------------- reference solutions (plain torch)
+def per_sample(v, x):
+    return v.reshape(-1, *[1] * (x.ndim - 1))
+
+
 def q_sample(x0, t, eps, alphas_cumprod):
-    a = alphas_cumprod[t][:, None]
+    a = per_sample(alphas_cumprod[t], x0)
     return a.sqrt() * x0 + (1 - a).sqrt() * eps
 
 
@@ -20,7 +24,7 @@ def posterior_mean(x0, xt, t, betas):
     alphas = 1 - betas
     abar = torch.cumprod(alphas, 0)
     abar_prev = torch.cat([torch.ones(1, dtype=abar.dtype), abar[:-1]])
-    b, a, ap, al = (v[t][:, None] for v in (betas, abar, abar_prev, alphas))
+    b, a, ap, al = (per_sample(v[t], x0) for v in (betas, abar, abar_prev, alphas))
     return ap.sqrt() * b / (1 - a) * x0 + al.sqrt() * (1 - ap) / (1 - a) * xt
 
 
@@ -36,8 +40,49 @@ def ddim_step(xt, eps, abar_t, abar_prev):
     return abar_prev.sqrt() * x0 + (1 - abar_prev).sqrt() * eps
 
 
+def ddim_step_eta(xt, eps, abar_t, abar_prev, eta, noise):
+    x0 = (xt - (1 - abar_t).sqrt() * eps) / abar_t.sqrt()
+    sigma = eta * ((1 - abar_prev) / (1 - abar_t) * (1 - abar_t / abar_prev)).sqrt()
+    return abar_prev.sqrt() * x0 + (1 - abar_prev - sigma**2).sqrt() * eps + sigma * noise
+
+
+def ddpm_sampler(model, betas, x, noises):
+    alphas = 1 - betas
+    abar = torch.cumprod(alphas, 0)
+    abar_prev = torch.cat([torch.ones(1, dtype=abar.dtype), abar[:-1]])
+    for i in reversed(range(len(betas))):
+        t = torch.full((len(x),), i)
+        x0 = (x - (1 - abar[i]).sqrt() * model(x, t)) / abar[i].sqrt()
+        mean = abar_prev[i].sqrt() * betas[i] / (1 - abar[i]) * x0 + alphas[i].sqrt() * (1 - abar_prev[i]) / (
+            1 - abar[i]) * x
+        var = betas[i] * (1 - abar_prev[i]) / (1 - abar[i])
+        x = mean + (var.sqrt() * noises[i] if i > 0 else 0)
+    return x
+
+
+def ddim_sampler(model, alphas_cumprod, kept, x):
+    for i, i_prev in zip(reversed(kept), reversed([-1] + list(kept[:-1]))):
+        a, ap = alphas_cumprod[i], (alphas_cumprod[i_prev] if i_prev >= 0 else torch.tensor(1.0))
+        x = ddim_step(x, model(x, torch.full((len(x),), i)), a, ap)
+    return x
+
+
+def cfg_sampler(net, alphas_cumprod, kept, y, w, x):
+    def guided(x, t):
+        eps_u = net(x, t, y=torch.full_like(y, net.null_class))
+        return eps_u + w * (net(x, t, y=y) - eps_u)
+
+    return ddim_sampler(guided, alphas_cumprod, kept, x)
+
+
 def langevin(score, x, step_size, noise):
     return x + step_size / 2 * score + math.sqrt(step_size) * noise
+
+
+def langevin_sampler(score_fn, x, step_size, noises):
+    for z in noises:
+        x = langevin(score_fn(x), x, step_size, z)
+    return x
 
 
 def dsm_target(x_noisy, x0, sigma):
@@ -50,14 +95,14 @@ def guidance(eps_cond, eps_uncond, w):
 
 # --------------------------------------------------------------------- plausible wrong solutions
 def q_sample_wrong(x0, t, eps, alphas_cumprod):  # forgot the square roots
-    a = alphas_cumprod[t][:, None]
+    a = per_sample(alphas_cumprod[t], x0)
     return a * x0 + (1 - a) * eps
 
 
 def posterior_mean_wrong(x0, xt, t, betas):  # abar_{t-1} taken as abar_t
     alphas = 1 - betas
     abar = torch.cumprod(alphas, 0)
-    b, a, al = (v[t][:, None] for v in (betas, abar, alphas))
+    b, a, al = (per_sample(v[t], x0) for v in (betas, abar, alphas))
     return a.sqrt() * b / (1 - a) * x0 + al.sqrt() * (1 - a) / (1 - a) * xt
 
 
@@ -72,8 +117,35 @@ def ddim_step_wrong(xt, eps, abar_t, abar_prev):  # mixed up abar_t and abar_pre
     return abar_prev.sqrt() * x0 + (1 - abar_t).sqrt() * eps
 
 
+def ddpm_sampler_wrong(model, betas, x, noises):  # adds noise at the last step too
+    out = ddpm_sampler(model, betas, x, noises)
+    var0 = 0 * betas[0]
+    return out + (betas[0] + var0).sqrt() * noises[0]
+
+
+def ddim_sampler_wrong(model, alphas_cumprod, kept, x):  # stops at kept[0] instead of going to abar = 1
+    for i, i_prev in zip(reversed(kept[1:]), reversed(kept[:-1])):
+        x = ddim_step(x, model(x, torch.full((len(x),), i)), alphas_cumprod[i], alphas_cumprod[i_prev])
+    return x
+
+
+def cfg_sampler_wrong(net, alphas_cumprod, kept, y, w, x):  # guides from the conditional prediction
+    def guided(x, t):
+        eps_c = net(x, t, y=y)
+        return eps_c + w * (eps_c - net(x, t, y=torch.full_like(y, net.null_class)))
+
+    return ddim_sampler(guided, alphas_cumprod, kept, x)
+
+
 def langevin_wrong(score, x, step_size, noise):  # step_size instead of step_size / 2
     return x + step_size * score + math.sqrt(step_size) * noise
+
+
+def langevin_sampler_wrong(score_fn, x, step_size, noises):  # the score of the start, never updated
+    s = score_fn(x)
+    for z in noises:
+        x = langevin(s, x, step_size, z)
+    return x
 
 
 def dsm_target_wrong(x_noisy, x0, sigma):  # divided by sigma instead of sigma^2
@@ -89,6 +161,10 @@ CHECKERS = {
     "check_posterior_mean": (posterior_mean, posterior_mean_wrong),
     "check_cosine_schedule": (cosine_schedule, cosine_schedule_wrong),
     "check_ddim_step": (ddim_step, ddim_step_wrong),
+    "check_ddpm_sampler": (ddpm_sampler, ddpm_sampler_wrong),
+    "check_ddim_sampler": (ddim_sampler, ddim_sampler_wrong),
+    "check_cfg_sampler": (cfg_sampler, cfg_sampler_wrong),
+    "check_langevin_sampler": (langevin_sampler, langevin_sampler_wrong),
     "check_langevin_step": (langevin, langevin_wrong),
     "check_dsm_target": (dsm_target, dsm_target_wrong),
     "check_guidance": (guidance, guidance_wrong),
@@ -157,3 +233,31 @@ def test_quiet_prints_nothing(capsys):
 def test_check_result_behaves_like_a_bool():
     assert bool(CheckResult(True, "ok")) and not bool(CheckResult(False, "no"))
     assert repr(CheckResult(False, "message")) == "message"
+
+
+# --------------------------------------------------------------------- the edge cases the checkers cover
+def test_points_only_solutions_fail_on_images():
+    def q_sample_points_only(x0, t, eps, alphas_cumprod):  # [:, None] broadcasts only over [B, D]
+        a = alphas_cumprod[t][:, None]
+        return a.sqrt() * x0 + (1 - a).sqrt() * eps
+
+    result = exercises.check_q_sample(q_sample_points_only, quiet=True)
+    assert not result and "[6, 3, 4, 4]" in result.message
+
+
+def test_ddim_step_with_eta_is_checked_at_eta_above_zero():
+    assert exercises.check_ddim_step(ddim_step_eta, quiet=True)
+
+    def eta_ignored(xt, eps, abar_t, abar_prev, eta, noise):
+        return ddim_step(xt, eps, abar_t, abar_prev)
+
+    result = exercises.check_ddim_step(eta_ignored, quiet=True)
+    assert not result and "eta = 0.5" in result.message
+
+
+def test_ddim_step_covers_the_last_step():
+    def no_final_step(xt, eps, abar_t, abar_prev):  # treats abar_prev = 1 as if it were abar_t
+        abar_prev = torch.where(abar_prev == 1, abar_t, abar_prev)
+        return ddim_step(xt, eps, abar_t, abar_prev)
+
+    assert not exercises.check_ddim_step(no_final_step, quiet=True)
