@@ -2,6 +2,11 @@
 # jupyter:
 #   jupytext:
 #     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -30,7 +35,8 @@
 # - read an $\epsilon$-prediction network as a scaled score.
 
 # %%
-# The switch: False runs on a CPU in about a minute; True uses longer runs and the sampler settings
+# The switch: False runs on a CPU in about a minute; True uses longer runs and the
+# sampler settings
 # of the paper (100 Langevin steps per noise level), on a GPU when there is one.
 PAPER_SCALE = False
 
@@ -41,21 +47,39 @@ import torch
 
 from pdlib import GaussianDiffusion
 from pdlib.data import toy2d
-from pdlib.exercises import check_dsm_target, check_langevin_step
+from pdlib.exercises import (
+    check_dsm_target,
+    check_langevin_sampler,
+    check_langevin_step,
+)
 from pdlib.metrics import mmd, sliced_wasserstein
 from pdlib.nets import MLP2D
 from pdlib.schedules import beta_schedule
-from pdlib.methods.score import NoiseConditionalScore, annealed_langevin, dsm_loss, geometric_sigmas, langevin_step
+from pdlib.methods.score import (
+    NoiseConditionalScore,
+    annealed_langevin,
+    dsm_loss,
+    geometric_sigmas,
+    langevin_step,
+)
 from pdlib.train import TrainConfig, Trainer, resolve_device
 from pdlib.viz import scatter2d, trajectories2d, vector_field2d
 
-# One thread: the toy networks are tiny, a second thread only adds synchronisation, and it slows
-# down badly when other jobs share the machine. A fixed count also keeps the numbers reproducible.
+# One thread: the toy networks are tiny, a second thread only adds synchronisation, and
+# it slows
+# down badly when other jobs share the machine. A fixed count also keeps the numbers
+# reproducible.
 torch.set_num_threads(1)
 torch.manual_seed(0)
 
 if PAPER_SCALE:
-    HIDDEN, TRAIN_STEPS, BATCH, N_SAMPLES, STEPS_PER_LEVEL = 256, 20_000, 1024, 5000, 100
+    HIDDEN, TRAIN_STEPS, BATCH, N_SAMPLES, STEPS_PER_LEVEL = (
+        256,
+        20_000,
+        1024,
+        5000,
+        100,
+    )
     DEVICE = resolve_device("auto")
 else:
     HIDDEN, TRAIN_STEPS, BATCH, N_SAMPLES, STEPS_PER_LEVEL = 128, 1500, 512, 1000, 50
@@ -63,7 +87,8 @@ else:
 
 
 def gen(seed, device="cpu"):
-    """A fresh random generator, so that every experiment below is reproducible on its own."""
+    """A fresh random generator, so that every experiment below is reproducible on its
+    own."""
     return torch.Generator(device).manual_seed(seed)
 
 
@@ -101,10 +126,15 @@ S = 0.4  # standard deviation of each component
 
 
 def mixture_log_density(x, extra_var=0.0):
-    """log p(x) of the mixture; extra_var > 0 gives the mixture blurred by N(0, extra_var I)."""
+    """log p(x) of the mixture; extra_var > 0 gives the mixture blurred by N(0,
+    extra_var I)."""
     var = S**2 + extra_var
-    sq = ((x[:, None, :] - MEANS[None]) ** 2).sum(-1)  # [n, K] squared distances to the means
-    log_comp = -sq / (2 * var) - math.log(2 * math.pi * var)  # log N(x; mu_k, var I) in 2D
+    sq = ((x[:, None, :] - MEANS[None]) ** 2).sum(
+        -1
+    )  # [n, K] squared distances to the means
+    log_comp = -sq / (2 * var) - math.log(
+        2 * math.pi * var
+    )  # log N(x; mu_k, var I) in 2D
     return torch.logsumexp(WEIGHTS.log() + log_comp, dim=1)
 
 
@@ -112,7 +142,9 @@ def mixture_score(x, extra_var=0.0):
     """Closed-form score, eq. (eq-score-mixture)."""
     var = S**2 + extra_var
     diff = MEANS[None] - x[:, None, :]  # [n, K, 2]
-    r = (WEIGHTS.log() - (diff**2).sum(-1) / (2 * var)).softmax(dim=1)  # responsibilities r_k(x)
+    r = (WEIGHTS.log() - (diff**2).sum(-1) / (2 * var)).softmax(
+        dim=1
+    )  # responsibilities r_k(x)
     return (r[..., None] * diff).sum(1) / var
 
 
@@ -120,7 +152,7 @@ x = (torch.rand(500, 2, generator=gen(0)) * 8 - 4).requires_grad_(True)
 autograd_score = torch.autograd.grad(mixture_log_density(x).sum(), x)[0]
 err = (mixture_score(x.detach()) - autograd_score).abs().max().item()
 assert torch.allclose(mixture_score(x.detach()), autograd_score, atol=1e-4)
-print(f"closed-form score vs autograd: max error {err:.0e}")
+print(f"closed-form score vs autograd: max error < 1e-4: {err < 1e-4}")
 
 # %%
 fig, axes = plt.subplots(1, 2, figsize=(10, 4.5))
@@ -131,7 +163,9 @@ axes[0].contourf(u, u, density, levels=20, cmap="Blues")
 axes[0].set_aspect("equal")
 axes[0].set_title("density p(x): weights 0.8 (left) and 0.2 (right)")
 axes[1].contour(u, u, density, levels=8, cmap="Blues")
-vector_field2d(axes[1], mixture_score, lim=4, n=17, title="score: arrows point uphill in log p")
+vector_field2d(
+    axes[1], mixture_score, lim=4, n=17, title="score: arrows point uphill in log p"
+)
 plt.show()
 
 # %% [markdown]
@@ -152,11 +186,14 @@ plt.show()
 # The catch is in "the number of steps goes to infinity". Let us start 2000 points uniformly in the
 # square $[-4, 4]^2$ (half of them on each side) and run 1000 steps on the mixture above.
 
+
 # %%
 def run_langevin(score_fn, x, step_size, n_steps, generator, keep_every=None):
     path = [x]
     for k in range(n_steps):
-        x = langevin_step(score_fn(x), x, step_size, torch.randn(x.shape, generator=generator))
+        x = langevin_step(
+            score_fn(x), x, step_size, torch.randn(x.shape, generator=generator)
+        )
         if keep_every and (k + 1) % keep_every == 0:
             path.append(x)
     return x, torch.stack(path)
@@ -164,8 +201,9 @@ def run_langevin(score_fn, x, step_size, n_steps, generator, keep_every=None):
 
 g = gen(1)
 x_init = torch.rand(2000, 2, generator=g) * 8 - 4
-x_plain, path_plain = run_langevin(mixture_score, x_init, step_size=0.01, n_steps=1000, generator=g,
-                                   keep_every=20)
+x_plain, path_plain = run_langevin(
+    mixture_score, x_init, step_size=0.01, n_steps=1000, generator=g, keep_every=20
+)
 left_plain = (x_plain[:, 0] < 0).float().mean().item()
 print(f"fraction of samples in the left mode: {left_plain:.2f} (target 0.80)")
 assert 0.45 < left_plain < 0.58
@@ -195,8 +233,16 @@ def blurred_mixture_score(x, level):
     return mixture_score(x, extra_var=float(mix_sigmas[level[0]]) ** 2)
 
 
-x_annealed = annealed_langevin(blurred_mixture_score, x_init, mix_sigmas, n_steps_each=100, step_lr=2e-4,
-                               generator=gen(2), progress=False, denoise=False)
+x_annealed = annealed_langevin(
+    blurred_mixture_score,
+    x_init,
+    mix_sigmas,
+    n_steps_each=100,
+    step_lr=2e-4,
+    generator=gen(2),
+    progress=False,
+    denoise=False,
+)
 left_annealed = (x_annealed[:, 0] < 0).float().mean().item()
 print(f"fraction in the left mode, annealed: {left_annealed:.2f} (target 0.80)")
 assert 0.7 < left_annealed < 0.88
@@ -204,9 +250,18 @@ assert 0.7 < left_annealed < 0.88
 fig, axes = plt.subplots(1, 3, figsize=(13, 4.3))
 for ax in axes:
     ax.contour(u, u, density, levels=6, cmap="Blues", alpha=0.6)
-trajectories2d(axes[0], path_plain, n=25, lim=4, title="plain Langevin: paths stay in one mode")
-scatter2d(axes[1], x_plain, lim=4, title=f"plain Langevin: {left_plain:.0%} on the left")
-scatter2d(axes[2], x_annealed, lim=4, title=f"annealed Langevin: {left_annealed:.0%} on the left")
+trajectories2d(
+    axes[0], path_plain, n=25, lim=4, title="plain Langevin: paths stay in one mode"
+)
+scatter2d(
+    axes[1], x_plain, lim=4, title=f"plain Langevin: {left_plain:.0%} on the left"
+)
+scatter2d(
+    axes[2],
+    x_annealed,
+    lim=4,
+    title=f"annealed Langevin: {left_annealed:.0%} on the left",
+)
 plt.show()
 
 # %% [markdown]
@@ -263,23 +318,32 @@ plt.show()
 # Here it is from scratch. It draws the levels first and the noise second from the generator it is
 # given, as `pdlib.methods.score.dsm_loss` does, so with the same seed both see the same levels and noise.
 
+
 # %%
 def my_dsm_loss(score_model, x0, sigmas, generator):
-    level = torch.randint(0, len(sigmas), (x0.shape[0],), generator=generator)  # i ~ U{0..L-1}
+    level = torch.randint(
+        0, len(sigmas), (x0.shape[0],), generator=generator
+    )  # i ~ U{0..L-1}
     sigma = sigmas[level][:, None]
     z = torch.randn(x0.shape, generator=generator)
     target = -z / sigma  # eq. (eq-score-dsm-target)
     score = score_model(x0 + sigma * z, level)
-    return 0.5 * (sigma**2 * (score - target) ** 2).sum(1).mean()  # eq. (eq-score-ncsn-loss)
+    return (
+        0.5 * (sigma**2 * (score - target) ** 2).sum(1).mean()
+    )  # eq. (eq-score-ncsn-loss)
 
 
 demo_sigmas = geometric_sigmas(3.0, 0.03, 10)
-demo_model = NoiseConditionalScore(MLP2D(hidden=32), demo_sigmas)  # untrained: any network will do
+demo_model = NoiseConditionalScore(
+    MLP2D(hidden=32), demo_sigmas
+)  # untrained: any network will do
 x0 = toy2d("moons", 256, generator=gen(0))
 mine = my_dsm_loss(demo_model, x0, demo_sigmas, generator=gen(42))
 ref = dsm_loss(demo_model, x0, demo_sigmas, generator=gen(42))
 assert torch.allclose(mine, ref, rtol=1e-5, atol=1e-6)
-print(f"my DSM loss {mine.item():.4f}, pdlib {ref.item():.4f}, max error {(mine - ref).abs().item():.0e}")
+print(
+    f"my DSM loss {mine.item():.4f}, pdlib {ref.item():.4f} (equal to rtol 1e-5)"
+)
 
 # %% [markdown]
 # ## Many noise levels
@@ -309,7 +373,9 @@ print(f"my DSM loss {mine.item():.4f}, pdlib {ref.item():.4f}, max error {(mine 
 # %%
 data = toy2d("moons", 20_000, generator=gen(1))  # training set
 held_out = toy2d("moons", N_SAMPLES, generator=gen(2))  # to measure samples against
-held_out_2 = toy2d("moons", N_SAMPLES, generator=gen(3))  # a second draw: the metric's noise floor
+held_out_2 = toy2d(
+    "moons", N_SAMPLES, generator=gen(3)
+)  # a second draw: the metric's noise floor
 max_dist = torch.cdist(held_out, held_out).max().item()
 print(f"largest distance between two data points: {max_dist:.1f}")
 assert 3.5 < max_dist < 4.2
@@ -327,8 +393,16 @@ print("sigmas:", " ".join(f"{s:.3f}" for s in sigmas.tolist()))
 # %%
 torch.manual_seed(0)
 score_model = NoiseConditionalScore(MLP2D(hidden=HIDDEN), sigmas)
-config = TrainConfig(steps=TRAIN_STEPS, batch_size=BATCH, lr=2e-3, ema_decay=0.99, seed=0, log_every=50,
-                     device=str(DEVICE), progress=False)
+config = TrainConfig(
+    steps=TRAIN_STEPS,
+    batch_size=BATCH,
+    lr=2e-3,
+    ema_decay=0.99,
+    seed=0,
+    log_every=50,
+    device=str(DEVICE),
+    progress=False,
+)
 trainer = Trainer(score_model, data, config)
 history = trainer.fit()
 model = trainer.model.eval()  # the EMA copy
@@ -359,12 +433,14 @@ plt.show()
 fig, axes = plt.subplots(1, 3, figsize=(14, 4.6))
 for ax, i in zip(axes, [0, 5, len(sigmas) - 1]):
     scatter2d(ax, held_out[:300], lim=3, color="tab:orange", s=3)
+
     def direction(p, i=i):
         v = model(p.to(DEVICE), torch.full((len(p),), i, device=DEVICE)).cpu()
         return v / v.norm(dim=1, keepdim=True)
 
-    vector_field2d(ax, direction, lim=3, n=19,
-                   title=f"level {i}: sigma = {sigmas[i]:.2f}")
+    vector_field2d(
+        ax, direction, lim=3, n=19, title=f"level {i}: sigma = {sigmas[i]:.2f}"
+    )
 plt.show()
 
 # %% [markdown]
@@ -388,30 +464,51 @@ plt.show()
 # the final samples.
 
 # %%
-EPS = 1e-4  # epsilon of eq. (eq-score-annealed-step): the step size at the smallest level
+EPS = (
+    1e-4  # epsilon of eq. (eq-score-annealed-step): the step size at the smallest level
+)
 L = len(sigmas)
 g = gen(5, DEVICE)
 start = torch.rand(N_SAMPLES, 2, generator=g, device=DEVICE) * 6 - 3
-samples, path = annealed_langevin(model, start, sigmas, n_steps_each=STEPS_PER_LEVEL, step_lr=EPS,
-                                  generator=g, progress=False, return_trajectory=True)
+samples, path = annealed_langevin(
+    model,
+    start,
+    sigmas,
+    n_steps_each=STEPS_PER_LEVEL,
+    step_lr=EPS,
+    generator=g,
+    progress=False,
+    return_trajectory=True,
+)
 
 
 def smallest_level_only(x, level):
     return model(x, torch.full_like(level, L - 1))
 
 
-baseline = annealed_langevin(smallest_level_only, start, sigmas[-1:], n_steps_each=L * STEPS_PER_LEVEL,
-                             step_lr=EPS, generator=gen(6, DEVICE), progress=False)
+baseline = annealed_langevin(
+    smallest_level_only,
+    start,
+    sigmas[-1:],
+    n_steps_each=L * STEPS_PER_LEVEL,
+    step_lr=EPS,
+    generator=gen(6, DEVICE),
+    progress=False,
+)
 
 fig, axes = plt.subplots(1, 4, figsize=(17, 4.4))
 for ax, i in zip(axes, [1, 4, 7, 10]):  # path[i] is the state after level i - 1
-    scatter2d(ax, path[i], lim=3, title=f"after level {i - 1} (sigma = {sigmas[i - 1]:.2f})")
+    scatter2d(
+        ax, path[i], lim=3, title=f"after level {i - 1} (sigma = {sigmas[i - 1]:.2f})"
+    )
 plt.show()
 
 fig, axes = plt.subplots(1, 3, figsize=(13, 4.4))
 scatter2d(axes[0], held_out, lim=3, title="held-out data", color="tab:orange")
 scatter2d(axes[1], samples, lim=3, title="annealed Langevin (after denoising)")
-scatter2d(axes[2], baseline, lim=3, title=f"smallest sigma only ({L * STEPS_PER_LEVEL} steps)")
+scatter2d(
+    axes[2], baseline, lim=3, title=f"smallest sigma only ({L * STEPS_PER_LEVEL} steps)"
+)
 plt.show()
 
 # %% [markdown]
@@ -422,13 +519,17 @@ plt.show()
 # Both are computed against held-out data; a second held-out sample of the same size gives the floor
 # that finite sample size alone produces.
 
+
 # %%
 def measure(x):
     return sliced_wasserstein(x, held_out, generator=gen(0)), mmd(x, held_out)
 
 
-results = {"held-out vs held-out (floor)": measure(held_out_2), "annealed Langevin": measure(samples),
-           "smallest sigma only": measure(baseline)}
+results = {
+    "held-out vs held-out (floor)": measure(held_out_2),
+    "annealed Langevin": measure(samples),
+    "smallest sigma only": measure(baseline),
+}
 print(f"{'':30s} {'sliced W2':>10s} {'MMD':>8s}")
 for name, (sw, mm) in results.items():
     print(f"{name:30s} {sw:10.2f} {mm:8.3f}")
@@ -467,7 +568,10 @@ assert sw_base > 2 * sw_ann and mmd_base > 5 * mmd_ann
 # %%
 ddpm = GaussianDiffusion(beta_schedule("linear", 100))
 equiv_sigma = ((1 - ddpm.alphas_cumprod) / ddpm.alphas_cumprod).sqrt()
-print(f"DDPM (T = 100, linear): equivalent sigma from {equiv_sigma[0]:.2f} to {equiv_sigma[-1]:.0f}")
+print(
+    f"DDPM (T = 100, linear): equivalent sigma from {equiv_sigma[0]:.2f} "
+    f"to {equiv_sigma[-1]:.0f}"
+)
 assert 0.02 < equiv_sigma[0] < 0.04 and 150 < equiv_sigma[-1] < 300
 
 # %% [markdown]
@@ -497,6 +601,7 @@ assert 0.02 < equiv_sigma[0] < 0.04 and 150 < equiv_sigma[-1] < 300
 # $\tilde x$, as a function of the noisy point, the clean point and $\sigma$
 # ({eq}`eq-score-dsm-target`). Replace the `raise` and run the checker.
 
+
 # %%
 def dsm_target(x_noisy, x0, sigma):
     """grad of log N(x_noisy; x0, sigma^2 I) with respect to x_noisy."""
@@ -512,9 +617,10 @@ _ = check_dsm_target(dsm_target)  # prints the verdict
 # Implement {eq}`eq-score-langevin`: given the score at $x$, the step size $\alpha$ and a standard
 # normal `noise` of the same shape as $x$, return the next point.
 
+
 # %%
 def my_langevin_step(score, x, step_size, noise):
-    """x + step_size/2 * score + sqrt(step_size) * noise."""
+    """One step of eq. (eq-score-langevin)."""
     # TODO: one line.
     raise NotImplementedError
 
@@ -522,7 +628,27 @@ def my_langevin_step(score, x, step_size, noise):
 _ = check_langevin_step(my_langevin_step)  # prints the verdict
 
 # %% [markdown]
-# ### 3. Questions
+# ### 3. A Langevin sampler
+#
+# Turn the step into a sampler: starting from `x`, run `len(noises)` steps with a fixed step size,
+# where `score_fn(x)` returns the score at the *current* point and `noises[k]` is the standard normal
+# noise of step k. (`pdlib.methods.score.annealed_langevin` does this for a decreasing sequence of
+# noise levels.) The checker runs it on a Gaussian whose score it knows. Then try your sampler on
+# the mixture of this chapter, with `mixture_score` as `score_fn`: do you reproduce the wrong mode
+# weights of plain Langevin dynamics?
+
+
+# %%
+def my_langevin_sampler(score_fn, x, step_size, noises):
+    """x after len(noises) Langevin steps."""
+    # TODO: a loop.
+    raise NotImplementedError
+
+
+_ = check_langevin_sampler(my_langevin_sampler)  # prints the verdict
+
+# %% [markdown]
+# ### 4. Questions
 #
 # 1. In the mixture experiment, plain Langevin dynamics with step size 0.01 found the wrong mode
 #    weights. Would a larger step size fix it? Try 0.1 and 1.0 and explain what you see in terms of
@@ -551,6 +677,7 @@ _ = check_langevin_step(my_langevin_step)  # prints the verdict
 # python -m pdlib train --config cifar10-ddpm
 # ```
 #
-# (available from pdlib 0.2). Setting `PAPER_SCALE = True` at the top of this notebook keeps the toy
+# (it needs the CIFAR-10 files, see `data/README.md`, and a GPU; {doc}`05_images` shows what it
+# runs). Setting `PAPER_SCALE = True` at the top of this notebook keeps the toy
 # data but trains longer with a wider network, draws more samples and uses the paper's 100 Langevin
 # steps per level.

@@ -43,9 +43,14 @@
 # again here instead.
 
 # %%
-# The switches. Defaults: load the committed artifacts and sample on the CPU (about a minute and a half).
-RETRAIN = False       # True: train the experiments again here (ddpm-shapes: about 4 minutes on 2 idle cores)
-PAPER_SCALE = False   # True: the "paper" budget: 32x32 shapes, 100k steps, GPU (see "Scaling up")
+# The switches. Defaults: load the committed artifacts, sample and evaluate on the CPU
+# (about two minutes).
+# RETRAIN = True trains the three experiments again here: about 10 (ddpm-shapes),
+# 3 (ddpm-digits) and 35 (shapes-sweep) minutes of training on 2 idle cores.
+RETRAIN = False
+# PAPER_SCALE = True: the "paper" budget: 32x32 shapes, 100k steps, GPU (see "Scaling
+# up")
+PAPER_SCALE = False
 
 import json
 import os
@@ -56,19 +61,23 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import torch
 import torch.nn.functional as F
+from IPython.display import Image, display
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
 
 import pdlib
 from pdlib import experiments
 from pdlib.data import digits, shapes, shapes_validity
-from pdlib.exercises import check_ddim_step
-from pdlib.metrics import MetricResult, fid, frechet_distance
+from pdlib.exercises import check_ddim_sampler
+from pdlib.methods import DDPM
+from pdlib.metrics import MetricResult, fid, frechet_distance, wilson_interval
+from pdlib.metrics.digits import digits_quality, train_digits_classifier
 from pdlib.nets.embedding import timestep_embedding
 from pdlib.nets.unet import PRESETS, AttentionBlock, UNet
 from pdlib.pipeline import load_trained
 from pdlib.viz import plot_history, show_images
 
-# One thread: when other jobs share the machine, two threads wait for each other and run this small
+# One thread: when other jobs share the machine, two threads wait for each other and run
+# this small
 # network several times slower than one (measured while writing the chapter).
 torch.set_num_threads(1)
 torch.manual_seed(0)
@@ -76,7 +85,7 @@ torch.manual_seed(0)
 BUDGET = "paper" if PAPER_SCALE else "book"
 # The committed artifacts, relative to this notebook (book/chapters/ -> book/results/).
 RESULTS = Path("../results") if not PAPER_SCALE else Path("../results-paper")
-N_LIVE = 2048 if PAPER_SCALE else 128          # samples per live validity measurement
+N_LIVE = 2048 if PAPER_SCALE else 128  # samples per live validity measurement
 LIVE_STEPS = (10, 20, 50, 100) if PAPER_SCALE else (10, 20, 50)
 print(f"budget {BUDGET!r}, artifacts in {RESULTS}, pdlib {pdlib.__version__}")
 
@@ -97,7 +106,8 @@ print(f"budget {BUDGET!r}, artifacts in {RESULTS}, pdlib {pdlib.__version__}")
 #   + \mathrm{conv}_2\Big(\mathrm{SiLU}\big(\mathrm{GN}(\mathrm{conv}_1(\mathrm{SiLU}(\mathrm{GN}(h))) + W e)\big)\Big),
 # $$ (eq-images-resblock)
 #
-# with GN a group normalisation (32 groups), $W e$ one learned bias per channel, and $\mathrm{skip}$ the
+# with GN a group normalisation (32 groups in the papers' networks, 8 in the book's small one: see
+# "What made it work" below), $W e$ one learned bias per channel, and $\mathrm{skip}$ the
 # identity or a 1x1 convolution when the channel count changes. (The improved-diffusion variant,
 # "scale-shift norm", turns $W e$ into a per-channel scale and shift of the normalised map.)
 # Dropout sits just before $\mathrm{conv}_2$ (0.1 in Ho et al.'s CIFAR-10 model), and $\mathrm{conv}_2$
@@ -123,6 +133,7 @@ print(f"budget {BUDGET!r}, artifacts in {RESULTS}, pdlib {pdlib.__version__}")
 # $t+1$), which is also what Ho et al.'s code feeds to the embedding. From scratch, checked against
 # `pdlib.nets.embedding.timestep_embedding`:
 
+
 # %%
 def my_timestep_embedding(t, dim):
     """Eq. (eq-images-temb): [B] timesteps -> [B, dim] (dim even)."""
@@ -134,15 +145,19 @@ def my_timestep_embedding(t, dim):
 
 t = torch.tensor([0, 1, 10, 250, 999])
 mine, ref = my_timestep_embedding(t, 32), timestep_embedding(t, 32)
-print(f"max |mine - pdlib| = {(mine - ref).abs().max().item():.0e}")
 assert torch.allclose(mine, ref, atol=1e-4)
+print("max |mine - pdlib| < 1e-4")
 
 fig, ax = plt.subplots(figsize=(7, 2.4))
 steps_all = torch.arange(1000)
-im = ax.imshow(my_timestep_embedding(steps_all, 32).T, aspect="auto", cmap="RdBu", vmin=-1, vmax=1)
+im = ax.imshow(
+    my_timestep_embedding(steps_all, 32).T, aspect="auto", cmap="RdBu", vmin=-1, vmax=1
+)
 ax.set_xlabel("timestep index t")
 ax.set_ylabel("embedding channel")
-ax.set_title("sinusoidal timestep embedding, d = 32: fast (top) to slow (bottom) frequencies")
+ax.set_title(
+    "sinusoidal timestep embedding, d = 32: fast (top) to slow (bottom) frequencies"
+)
 fig.colorbar(im, ax=ax)
 plt.show()
 
@@ -157,13 +172,17 @@ plt.show()
 # skip connections of one level: every residual block of the encoder (and the input convolution and
 # each downsampling) passes its output across, and each decoder block takes one of them.
 
+
 # %%
 def unet_stages(net):
-    """[(name, channels, height, width, residual blocks, has attention)] from net.features."""
+    """[(name, channels, height, width, residual blocks, has attention)] from
+    net.features."""
     size = net.image_size
     x = torch.zeros(1, net.in_channels, size, size)
     with torch.no_grad():
-        feats = net.features(x, torch.zeros(1, dtype=torch.long), layers=net.layer_names)
+        feats = net.features(
+            x, torch.zeros(1, dtype=torch.long), layers=net.layer_names
+        )
     n = len(net.channel_mult)
     stages = []
     for name in net.layer_names:
@@ -171,7 +190,11 @@ def unet_stages(net):
         if name == "mid":
             blocks, attn = 2, True
         else:
-            level = net.down[int(name[3:])] if name.startswith("enc") else net.up[n - 1 - int(name[3:])]
+            level = (
+                net.down[int(name[3:])]
+                if name.startswith("enc")
+                else net.up[n - 1 - int(name[3:])]
+            )
             blocks, attn = len(level.res), isinstance(level.attn[0], AttentionBlock)
         stages.append((name, c, h, w, blocks, attn))
     return stages
@@ -186,21 +209,64 @@ def draw_unet(ax, net, title):
         level = n if name == "mid" else int(name[3:])
         width = 0.45 + 0.4 * c / cmax
         pos[name] = (i, -level)
-        ax.add_patch(FancyBboxPatch((i - width / 2, -level - 0.32), width, 0.64, boxstyle="round,pad=0.02",
-                                    fc="tab:orange" if attn else "tab:blue", alpha=0.35, ec="k"))
-        ax.text(i, -level, f"{name}\n{c} ch\n{h}x{w}\n{blocks} res", ha="center", va="center", fontsize=7)
+        ax.add_patch(
+            FancyBboxPatch(
+                (i - width / 2, -level - 0.32),
+                width,
+                0.64,
+                boxstyle="round,pad=0.02",
+                fc="tab:orange" if attn else "tab:blue",
+                alpha=0.35,
+                ec="k",
+            )
+        )
+        ax.text(
+            i,
+            -level,
+            f"{name}\n{c} ch\n{h}x{w}\n{blocks} res",
+            ha="center",
+            va="center",
+            fontsize=7,
+        )
     arrow = dict(arrowstyle="-|>", mutation_scale=8, color="0.3")
     names = list(pos)
     for a, b in zip(names[:-1], names[1:]):
         ax.add_patch(FancyArrowPatch(pos[a], pos[b], shrinkA=20, shrinkB=20, **arrow))
     for i in range(n):
         (x0, y0), (x1, y1) = pos[f"enc{i}"], pos[f"dec{i}"]
-        ax.add_patch(FancyArrowPatch((x0 + 0.45, y0 + 0.1), (x1 - 0.45, y1 + 0.1), arrowstyle="-|>",
-                                     mutation_scale=8, color="tab:green", ls="--"))
+        ax.add_patch(
+            FancyArrowPatch(
+                (x0 + 0.45, y0 + 0.1),
+                (x1 - 0.45, y1 + 0.1),
+                arrowstyle="-|>",
+                mutation_scale=8,
+                color="tab:green",
+                ls="--",
+            )
+        )
     (xa, ya), (xb, yb) = pos["enc0"], pos["dec0"]
-    ax.text((xa + xb) / 2, ya + 0.18, "skips (concatenated)", ha="center", fontsize=7, color="tab:green")
-    ax.text(xa, 0.95, f"input {net.in_channels}x{net.image_size}x{net.image_size}", ha="center", fontsize=7)
-    ax.text(xb, 0.95, f"output {net.out_channels}x{net.image_size}x{net.image_size}", ha="center", fontsize=7)
+    ax.text(
+        (xa + xb) / 2,
+        ya + 0.18,
+        "skips (concatenated)",
+        ha="center",
+        fontsize=7,
+        color="tab:green",
+    )
+    ax.text(
+        xa,
+        0.95,
+        f"input {net.in_channels}x{net.image_size}x{net.image_size}",
+        ha="center",
+        fontsize=7,
+    )
+    ax.text(
+        xb,
+        0.95,
+        f"output {net.out_channels}x{net.image_size}x{net.image_size}",
+        ha="center",
+        fontsize=7,
+    )
     ax.add_patch(FancyArrowPatch((xa, 0.85), (xa, ya + 0.36), **arrow))
     ax.add_patch(FancyArrowPatch((xb, yb + 0.36), (xb, 0.85), **arrow))
     ax.set_xlim(-0.8, len(stages) - 0.2)
@@ -215,17 +281,30 @@ for ax, (name, net) in zip(axes, nets.items()):
     n_params = sum(p.numel() for p in net.parameters())
     draw_unet(ax, net, f'UNet.from_preset("{name}"): {n_params / 1e6:.2f}M parameters')
 plt.tight_layout()
-fig.text(0.5, -0.03, "boxes: output of each stage (channels, resolution, residual blocks); orange: with "
-         "self-attention; down: stride-2 convolution; up: nearest-neighbour x2 + convolution",
-         ha="center", fontsize=8)
+fig.text(
+    0.5,
+    -0.03,
+    "boxes: output of each stage (channels, resolution, residual blocks); orange: with "
+    "self-attention; down: stride-2 convolution; "
+    "up: nearest-neighbour x2 + convolution",
+    ha="center",
+    fontsize=8,
+)
 plt.show()
 
 for name, net in nets.items():
     print(f"{name}:")
     for stage, c, h, w, blocks, attn in unet_stages(net):
-        print(f"  {stage:>4}: {c:3d} channels at {h:2d}x{w:<2d}, {blocks} residual blocks"
-              + (", attention" if attn else ""))
-    n_skips = 1 + len(net.channel_mult) * PRESETS[name]["num_res_blocks"] + len(net.channel_mult) - 1
+        print(
+            f"  {stage:>4}: {c:3d} channels at {h:2d}x{w:<2d}, {blocks} residual blocks"
+            + (", attention" if attn else "")
+        )
+    n_skips = (
+        1
+        + len(net.channel_mult) * PRESETS[name]["num_res_blocks"]
+        + len(net.channel_mult)
+        - 1
+    )
     print(f"  skip connections: {n_skips}")
 
 # %% [markdown]
@@ -240,7 +319,10 @@ for name, net in nets.items():
 # count.
 
 # %%
-print(f"{'preset':>17} | {'image':>5} | {'channels':>16} | res/level | attention at | parameters")
+print(
+    f"{'preset':>17} | {'image':>5} | {'channels':>16} | "
+    "res/level | attention at | parameters"
+)
 counts = {}
 for name, kw in PRESETS.items():
     with torch.device("meta"):
@@ -248,17 +330,31 @@ for name, kw in PRESETS.items():
     counts[name] = sum(p.numel() for p in net.parameters())
     channels = "x".join(str(kw["model_channels"] * m) for m in kw["channel_mult"])
     attn = ",".join(str(r) for r in kw["attention_resolutions"]) or "mid only"
-    print(f"{name:>17} | {kw['image_size']:5d} | {channels:>16} | {kw['num_res_blocks']:9d} | {attn:>12} | "
-          f"{counts[name] / 1e6:8.2f}M")
+    print(
+        f"{name:>17} | {kw['image_size']:5d} | {channels:>16} | "
+        f"{kw['num_res_blocks']:9d} | {attn:>12} | "
+        f"{counts[name] / 1e6:8.2f}M"
+    )
 assert 35.6e6 < counts["ddpm-cifar10"] < 35.8e6 and 0.6e6 < counts["cpu-small"] < 0.7e6
 
 small = nets["cpu-small"]
-parts = {"time embedding": small.time_embed, "input conv": small.conv_in, "encoder": small.down,
-         "downsampling": small.downsample,
-         "middle": [small.mid_res1, small.mid_attn, small.mid_res2], "decoder": small.up,
-         "upsampling": small.upsample, "output": [small.norm_out, small.conv_out]}
-count = lambda m: sum(p.numel() for mod in (m if isinstance(m, list) else [m]) for p in mod.parameters())
-print("\ncpu-small by part: " + ", ".join(f"{k} {count(m) / 1e3:.1f}k" for k, m in parts.items()))
+parts = {
+    "time embedding": small.time_embed,
+    "input conv": small.conv_in,
+    "encoder": small.down,
+    "downsampling": small.downsample,
+    "middle": [small.mid_res1, small.mid_attn, small.mid_res2],
+    "decoder": small.up,
+    "upsampling": small.upsample,
+    "output": [small.norm_out, small.conv_out],
+}
+count = lambda m: sum(
+    p.numel() for mod in (m if isinstance(m, list) else [m]) for p in mod.parameters()
+)
+print(
+    "\ncpu-small by part: "
+    + ", ".join(f"{k} {count(m) / 1e3:.1f}k" for k, m in parts.items())
+)
 assert sum(count(m) for m in parts.values()) == counts["cpu-small"]
 
 # %% [markdown]
@@ -285,8 +381,11 @@ assert sum(count(m) for m in parts.values()) == counts["cpu-small"]
 SIZE = 32 if PAPER_SCALE else 16
 real = shapes(4000, size=SIZE, generator=torch.Generator().manual_seed(0))
 valid_real = shapes_validity(real).float().mean().item()
-print(f"{len(real)} images {tuple(real.shape[1:])}, values in [{real.min():.0f}, {real.max():.0f}]; "
-      f"valid: {valid_real:.3f}")
+print(
+    f"{len(real)} images {tuple(real.shape[1:])}, "
+    f"values in [{real.min():.0f}, {real.max():.0f}]; "
+    f"valid: {valid_real:.3f}"
+)
 assert valid_real == 1.0
 
 fig, ax = plt.subplots(figsize=(8, 2.2))
@@ -301,7 +400,9 @@ plt.show()
 
 # %%
 S = 16
-yy, xx = torch.meshgrid(torch.arange(S) + 0.5, torch.arange(S) + 0.5, indexing="ij")   # pixel centres
+yy, xx = torch.meshgrid(
+    torch.arange(S) + 0.5, torch.arange(S) + 0.5, indexing="ij"
+)  # pixel centres
 RED = torch.tensor([0.9, -0.6, -0.6])[:, None, None]
 
 
@@ -319,7 +420,7 @@ def disc_mask(cy, cx, r, stretch=1.0):
 
 def square(side):
     img, o = blank(), (S - side) // 2
-    img[:, o:o + side, o:o + side] = RED
+    img[:, o : o + side, o : o + side] = RED
     return img
 
 
@@ -329,10 +430,14 @@ gradient = torch.stack([(xx - 8) / 5 * 0.6 + 0.3, -0.6 + 0 * xx, -0.6 + 0 * xx])
 crafted = {
     "a disc": disc,
     "disc + noise 0.05": (disc + 0.05 * torch.randn(3, S, S, generator=g)).clamp(-1, 1),
-    "two discs (2 parts)": paint(paint(blank(), disc_mask(5, 5, 3.2)), disc_mask(11, 11, 3.2)),
+    "two discs (2 parts)": paint(
+        paint(blank(), disc_mask(5, 5, 3.2)), disc_mask(11, 11, 3.2)
+    ),
     "ring (a hole)": paint(blank(), disc_mask(8, 8, 5) & ~disc_mask(8, 8, 2.5)),
     "cut by the border": paint(blank(), disc_mask(8, 3, 4.5)),
-    "noise 0.2 (not solid)": (disc + 0.2 * torch.randn(3, S, S, generator=g)).clamp(-1, 1),
+    "noise 0.2 (not solid)": (disc + 0.2 * torch.randn(3, S, S, generator=g)).clamp(
+        -1, 1
+    ),
     "colour gradient": torch.where(disc_mask(8, 8, 4.5), gradient, torch.tensor(-1.0)),
     "ellipse (not round)": paint(blank(), disc_mask(8, 8, 3, stretch=2.0)),
     "square, side 7": square(7),
@@ -342,10 +447,25 @@ verdicts = shapes_validity(torch.stack(list(crafted.values())))
 fig, axes = plt.subplots(1, len(crafted), figsize=(1.45 * len(crafted), 2))
 for ax, (name, img), ok in zip(axes, crafted.items(), verdicts):
     show_images(ax, img[None], nrow=1)
-    ax.set_title(f"{name}\n{'VALID' if ok else 'invalid'}", fontsize=7, color="tab:green" if ok else "tab:red")
+    ax.set_title(
+        f"{name}\n{'VALID' if ok else 'invalid'}",
+        fontsize=7,
+        color="tab:green" if ok else "tab:red",
+    )
 plt.show()
 print(", ".join(f"{name}: {bool(ok)}" for name, ok in zip(crafted, verdicts)))
-assert verdicts.tolist() == [True, True, False, False, False, False, False, False, False, True]
+assert verdicts.tolist() == [
+    True,
+    True,
+    False,
+    False,
+    False,
+    False,
+    False,
+    False,
+    False,
+    True,
+]
 
 # %% [markdown]
 # Why this data set? A diffusion model trained with the mean squared error of {doc}`02_ddpm` learns
@@ -356,87 +476,166 @@ assert verdicts.tolist() == [True, True, False, False, False, False, False, Fals
 #
 # ## DDPM on 16x16 discs
 #
+# ### The recipe
+#
+# The model is the `"cpu-small"` UNet (0.65M parameters) trained for 4,000 steps on batches of 64
+# images drawn from 20,000 of `shapes(size=16)`, with the linear schedule and $T = 1000$. Three choices
+# differ from Ho et al.'s CIFAR-10 recipe, and each was measured to matter at this budget (the sweep
+# below):
+#
+# - **8 normalisation groups** instead of 32. With 32 channels per map, 32 groups hold one channel
+#   each, and group normalisation becomes instance normalisation: it removes every channel's mean over
+#   the image, the one statistic that says "this background is black".
+# - **The $v$ target** of {doc}`02_ddpm`, $v = \sqrt{\bar\alpha_t}\,\epsilon - \sqrt{1-\bar\alpha_t}\,x_0$.
+# - **Min-SNR-$\gamma$ weighting** (Hang et al. 2023, "Efficient diffusion training via min-SNR
+#   weighting strategy"). Measured in $x_0$, the squared error of every target is the $x_0$ error
+#   times a weight: $\mathrm{SNR}_t = \bar\alpha_t/(1-\bar\alpha_t)$ for $\epsilon$,
+#   $\mathrm{SNR}_t + 1$ for $v$. Near $t = 0$ the SNR is in the thousands, so the nearly clean steps,
+#   which only polish pixels, dominate the gradient. Min-SNR caps the $x_0$ weight at $\gamma = 5$:
+#
+# $$
+# L = \mathbb E_{t, x_0, \epsilon}\Big[\frac{\min(\mathrm{SNR}_t, \gamma)}{\mathrm{SNR}_t + 1}
+#   \big\lVert v_\theta(x_t, t) - v\big\rVert^2\Big] .
+# $$ (eq-images-minsnr)
+#
+# (`DDPM(..., min_snr_gamma=5)`; the weights for $\epsilon$ and $x_0$ targets are
+# $\min(\mathrm{SNR}_t, \gamma)/\mathrm{SNR}_t$ and $\min(\mathrm{SNR}_t, \gamma)$.) The EMA decay is
+# 0.995 with the usual warm-up, $\min(0.995, (1 + n)/(10 + n))$ at update $n$, so that a short run is
+# not averaged with its random start.
+#
 # ### Where the model comes from
 #
-# The model was trained by the experiment `ddpm-shapes` of `pdlib.experiments`, with the same code a
-# user runs from the command line:
+# The experiment `ddpm-shapes` of `pdlib.experiments` trained it, with the same code a user runs from
+# the command line:
 #
 # ```bash
 # python -m pdlib experiment ddpm-shapes --budget book
 # ```
 #
-# It trains the `"cpu-small"` UNet on 20,000 images of `shapes(size=16)` with the DDPM loss of
-# {doc}`02_ddpm` ($\epsilon$-prediction, linear schedule, $T = 1000$), exports the EMA weights as
-# half-precision safetensors, draws a sample grid, and measures the fraction of valid samples for DDIM
-# with 5 to 50 steps and for the ancestral DDPM sampler on 50 respaced steps. Everything it did is
+# It exports the EMA weights as half-precision safetensors, draws a sample grid, and counts the valid
+# samples among 512 for DDIM with 5 to 50 steps and for ancestral DDPM sampling on 50 respaced steps,
+# all from the same seeded noise, with a 95 % Wilson interval for each rate. Everything it did is
 # recorded in `metrics.json`:
 
 # %%
 if RETRAIN:
-    for name in ("ddpm-shapes", "ddpm-digits"):
+    for name in ("ddpm-shapes", "ddpm-digits", "shapes-sweep"):
         experiments.run(name, budget=BUDGET, out_dir=RESULTS / name, progress=False)
 
 record = experiments.load_record("ddpm-shapes", root=RESULTS)
 cfg = experiments.get("ddpm-shapes").runs(record["budget"])["ddpm"]
-# The artifact must come from the experiment as it is defined now (as `python -m pdlib experiment --check`).
+# The artifact must come from the experiment as it is defined now (as `experiment
+# --check`).
 assert record["config"] == experiments.definition("ddpm-shapes", record["budget"])
-recorded = record["results"]["validity"]
+assert not record["commit"].endswith("+dirty")
+recorded, recorded_ci = (
+    record["results"]["validity"],
+    record["results"]["validity_ci95"],
+)
+n_recorded = record["results"]["n_eval_samples"]
 tc = record["config"]["ddpm"]["train"]
-print(f"experiment {record['experiment']!r}, budget {record['budget']!r}, pdlib {record['pdlib_version']}, "
-      f"commit {record['commit'][:12]}{'+dirty' if record['commit'].endswith('+dirty') else ''}")
-print(f"trained {tc['steps']} steps, batch {tc['batch_size']}, lr {tc['lr']}, EMA {tc['ema_decay']} "
-      f"on {record['machine']} (torch {record['torch_version']})")
-print(f"training wall time: {record['train_wall_time_s']['ddpm'] / 60:.1f} min")
-print(f"recorded validity on {record['results']['n_eval_samples']} samples: "
-      + ", ".join(f"{k} {v:.2f}" for k, v in recorded.items()))
+train_min = record["train_wall_time_s"]["ddpm"] / 60
+print(
+    f"experiment {record['experiment']!r}, budget {record['budget']!r}, "
+    f"pdlib {record['pdlib_version']}, commit {record['commit'][:12]}"
+)
+print(
+    f"trained {tc['steps']} steps, batch {tc['batch_size']}, lr {tc['lr']}, "
+    f"EMA {tc['ema_decay']} on {record['machine']} (torch {record['torch_version']})"
+)
+print(f"training wall time: {train_min:.0f} min")
+print(f"recorded validity on {n_recorded} samples (95 % interval):")
+for k, v in recorded.items():
+    lo, hi = recorded_ci[k]
+    print(f"  {k:>7}: {v:.3f} ({lo:.3f}-{hi:.3f})")
+assert n_recorded >= 512 and train_min <= 15
+if (
+    not PAPER_SCALE
+):  # the book's quality goal: >= 95 % valid with DDIM 50 in <= 15 minutes
+    assert recorded["ddim50"] >= 0.95 and all(v > 0.9 for v in recorded.values())
 
 # %% [markdown]
-# The training loss, from the recorded history (each point is the mean over the logging interval):
+# The training loss, from the recorded history (each point is the mean over the logging interval;
+# the min-SNR-weighted $v$ error of {eq}`eq-images-minsnr`):
 
 # %%
 history = json.loads((RESULTS / "ddpm-shapes" / "ddpm_history.json").read_text())
 fig, ax = plt.subplots(figsize=(6, 3))
 plot_history(history, ax=ax)
-ax.set_title("ddpm-shapes: training loss ($L_\\mathrm{simple}$)")
+ax.set_title("ddpm-shapes: training loss (min-SNR-weighted v error)")
 plt.show()
 final_loss = sum(h["loss"] for h in history[-5:]) / 5
-print(f"{len(history)} log points up to step {history[-1]['step']}; loss over the last 5: {final_loss:.3f}")
-assert history[-1]["step"] == tc["steps"] and 0.0 < final_loss < 0.2
+print(
+    f"{len(history)} log points up to step {history[-1]['step']}; "
+    f"loss over the last 5: {final_loss:.4f}"
+)
+assert history[-1]["step"] == tc["steps"] and 0.0 < final_loss < 0.02
 
 # %% [markdown]
 # ### Sampling it here
 #
-# `pdlib.pipeline.load_trained(cfg, path)` builds the method the configuration describes (UNet, process,
-# parameterisation) and loads the weights. We then sample it live with DDIM ($\eta = 0$, $\hat x_0$
-# clipped to $[-1, 1]$) from the same seeded noise at 10, 20 and 50 steps, and check every sample.
+# `pdlib.pipeline.load_trained(cfg, path)` builds the method the configuration describes (UNet,
+# process, target) and loads the weights. We sample it live with DDIM ($\eta = 0$, $\hat x_0$ clipped
+# to $[-1, 1]$) at 10, 20 and 50 steps, and check every sample. For scale, the same sampler on the
+# same network with its random initial weights:
 
 # %%
 model = load_trained(cfg, RESULTS / "ddpm-shapes" / "ddpm.safetensors")
 DEVICE = next(model.parameters()).device
 n_params = sum(p.numel() for p in model.parameters())
-print(f"loaded {type(model).__name__} with a {type(model.net).__name__} of {n_params / 1e6:.2f}M parameters, "
-      f"T = {model.process.T}, on {DEVICE.type}")
+print(
+    f"loaded {type(model).__name__} with a {type(model.net).__name__} of "
+    f"{n_params / 1e6:.2f}M parameters, T = {model.process.T}, on {DEVICE.type}"
+)
+assert 0.6e6 < n_params < 0.7e6
+
+torch.manual_seed(0)
+untrained = DDPM(
+    UNet.from_preset("cpu-small"),
+    model.process,
+    parameterization=model.parameterization,
+)
+x_untrained = untrained.sample(
+    (N_LIVE, 3, SIZE, SIZE),
+    sampler="ddim",
+    steps=10,
+    clip=True,
+    generator=torch.Generator(DEVICE).manual_seed(0),
+    progress=False,
+)
+valid_untrained = shapes_validity(x_untrained).float().mean().item()
 
 start = time.perf_counter()
 live, live_samples = {}, {}
 for steps in LIVE_STEPS:
     g = torch.Generator(DEVICE).manual_seed(0)
-    out = model.sample(N_LIVE, sampler="ddim", steps=steps, clip=True, generator=g, progress=False,
-                       return_trajectory=steps == 50)
+    out = model.sample(
+        N_LIVE,
+        sampler="ddim",
+        steps=steps,
+        clip=True,
+        generator=g,
+        progress=False,
+        return_trajectory=steps == 50,
+    )
     x, trajectory = out if steps == 50 else (out, None)
     live_samples[steps] = x.cpu()
     live[steps] = shapes_validity(x).float().mean().item()
     if trajectory is not None:
         path_50 = trajectory
 sampling_seconds = time.perf_counter() - start
-print("live validity on", N_LIVE, "samples:", ", ".join(f"ddim{s} {v:.2f}" for s, v in live.items()))
-assert all(0.0 <= v <= 1.0 for v in live.values())
-if not PAPER_SCALE:                                   # the book-budget model: few valid samples
-    assert all(v < 0.1 for v in live.values())
+print(
+    f"live validity on {N_LIVE} samples: "
+    + ", ".join(f"ddim{s} {v:.3f}" for s, v in live.items())
+)
+print(f"the untrained network, DDIM 10: {valid_untrained:.3f}")
+assert valid_untrained < 0.05 and all(v > 0.85 for v in live.values())
 
 # %% tags=["nbval-ignore-output"]
-print(f"sampling took {sampling_seconds:.1f} s for {sum(LIVE_STEPS)} network calls "
-      f"at batch {N_LIVE} ({1000 * sampling_seconds / sum(LIVE_STEPS):.0f} ms per call)")
+print(
+    f"sampling took {sampling_seconds:.1f} s for {sum(LIVE_STEPS)} network calls "
+    f"at batch {N_LIVE} ({1000 * sampling_seconds / sum(LIVE_STEPS):.0f} ms per call)"
+)
 
 # %% [markdown]
 # Sixty-four of the 50-step samples, valid ones framed in green and invalid ones in red, and the path
@@ -445,139 +644,307 @@ print(f"sampling took {sampling_seconds:.1f} s for {sum(LIVE_STEPS)} network cal
 # %%
 x50 = live_samples[50][:64]
 ok50 = shapes_validity(x50)
-framed = torch.where(ok50[:, None, None, None], torch.tensor([-1.0, 0.6, -1.0])[:, None, None],
-                     torch.tensor([1.0, -1.0, -1.0])[:, None, None]).expand(-1, -1, SIZE + 2, SIZE + 2).clone()
+green, red = torch.tensor([-1.0, 0.6, -1.0]), torch.tensor([1.0, -1.0, -1.0])
+framed = torch.where(
+    ok50[:, None, None, None], green[:, None, None], red[:, None, None]
+)
+framed = framed.expand(-1, -1, SIZE + 2, SIZE + 2).clone()
 framed[:, :, 1:-1, 1:-1] = x50
-fig, axes = plt.subplots(1, 2, figsize=(13, 4.2), gridspec_kw={"width_ratios": [1, 1.25]})
-show_images(axes[0], framed, nrow=8, title=f"DDIM, 50 steps: {int(ok50.sum())}/64 valid")
+fig, axes = plt.subplots(
+    1, 2, figsize=(13, 4.2), gridspec_kw={"width_ratios": [1, 1.25]}
+)
+show_images(
+    axes[0], framed, nrow=8, title=f"DDIM, 50 steps: {int(ok50.sum())}/64 valid"
+)
 shown = [0, 10, 20, 30, 40, 45, 48, 50]
 rows = torch.stack([path_50[k, :8] for k in shown], dim=1).reshape(-1, 3, SIZE, SIZE)
-show_images(axes[1], rows.clamp(-1, 1), nrow=len(shown), title="x after " + ", ".join(map(str, shown))
-            + " of 50 steps")
+show_images(
+    axes[1],
+    rows.clamp(-1, 1),
+    nrow=len(shown),
+    title="x after " + ", ".join(map(str, shown)) + " of 50 steps",
+)
 plt.tight_layout()
 plt.show()
+print(f"valid in this grid: {int(ok50.sum())} of 64")
+assert ok50.sum() >= 54
 
 # %% [markdown]
 # ### Validity against the number of steps
 #
-# The live points next to the curve recorded by the experiment
-# (`pdlib.experiments.images.validity_by_steps`, with the weights before their rounding to half
-# precision). The recorded samples start from the same seed, and on the CPU a seeded generator draws
-# the same numbers first, so the live samples start from exactly the recorded noise. The experiment also
-# records ancestral DDPM sampling on 50 respaced steps (red square). The full 1000-step ancestral
-# sampler would cost twenty times the 50-step run, and neither the experiment nor this notebook runs it.
+# The recorded rates with their 95 % intervals, and the live points. The recorded samples start from
+# the same seed, and on the CPU a seeded generator draws the same numbers first, so the live 128
+# samples start from the noise of the first 128 recorded ones (the weights differ only by their
+# rounding to half precision). The experiment also records ancestral DDPM sampling on 50 respaced
+# steps (red square). The full 1000-step ancestral sampler would cost twenty times the 50-step run,
+# and neither the experiment nor this notebook runs it.
 
 # %%
 rec_steps = sorted(int(k[4:]) for k in recorded if k.startswith("ddim"))
 ddpm_key = next(k for k in recorded if k.startswith("ddpm"))
+
+
+def yerr(keys):
+    return [
+        [recorded[k] - recorded_ci[k][0] for k in keys],
+        [recorded_ci[k][1] - recorded[k] for k in keys],
+    ]
+
+
 fig, ax = plt.subplots(figsize=(6, 3.6))
-ax.plot(rec_steps, [recorded[f"ddim{s}"] for s in rec_steps], "o-", color="tab:blue",
-        label=f"DDIM, recorded ({record['results']['n_eval_samples']} samples)")
-ax.plot(list(live), list(live.values()), "s", ms=10, mfc="none", mew=2, color="tab:orange",
-        label=f"DDIM, live ({N_LIVE} samples)")
-ax.plot([int(ddpm_key[4:])], [recorded[ddpm_key]], "s", color="tab:red",
-        label=f"DDPM, {ddpm_key[4:]} respaced steps (recorded)")
-ax.axhline(1.0, color="0.6", ls=":", label="training data")
+keys = [f"ddim{s}" for s in rec_steps]
+ax.errorbar(
+    rec_steps,
+    [recorded[k] for k in keys],
+    yerr=yerr(keys),
+    fmt="o-",
+    capsize=3,
+    color="tab:blue",
+    label=f"DDIM, recorded ({n_recorded} samples, 95 % CI)",
+)
+ax.plot(
+    list(live),
+    list(live.values()),
+    "s",
+    ms=10,
+    mfc="none",
+    mew=2,
+    color="tab:orange",
+    label=f"DDIM, live ({N_LIVE} samples)",
+)
+ax.errorbar(
+    [int(ddpm_key[4:]) * 1.08],
+    [recorded[ddpm_key]],
+    yerr=yerr([ddpm_key]),
+    fmt="s",
+    capsize=3,
+    color="tab:red",
+    label=f"DDPM, {ddpm_key[4:]} respaced steps (shifted right)",
+)
 ax.set_xscale("log")
 ax.set_xticks(rec_steps, [str(s) for s in rec_steps])
 ax.minorticks_off()
 ax.set_xlabel("sampling steps (network calls)")
 ax.set_ylabel("fraction of valid one-disc samples")
-ax.set_ylim(-0.02, 1.05)
-ax.legend(fontsize=8, loc="center right")
+ax.set_ylim(0.8, 1.005)
+ax.legend(fontsize=8, loc="lower right")
 plt.show()
 for s in LIVE_STEPS:
-    print(f"ddim{s}: live {live[s]:.2f}, recorded {recorded[f'ddim{s}']:.2f}")
-print(f"{ddpm_key} (recorded only): {recorded[ddpm_key]:.2f}")
-assert all(abs(live[s] - recorded[f"ddim{s}"]) < 0.05 for s in LIVE_STEPS)
+    lo, hi = wilson_interval(round(live[s] * N_LIVE), N_LIVE)
+    print(
+        f"ddim{s}: live {live[s]:.3f} (95 % CI {lo:.3f}-{hi:.3f}), "
+        f"recorded {recorded[f'ddim{s}']:.3f}"
+    )
+    assert lo <= recorded[f"ddim{s}"] <= hi  # the live subset agrees with the record
 
 # %% [markdown]
-# The live numbers reproduce the recorded ones. And they are sobering: whatever the sampler, only a
-# few percent of the samples are exactly one solid disc, although the loss curve looks flat and the
-# grid above looks roughly right. The check tells us *what* is wrong. Most samples have a disc of
-# about the right size and shape, but their background is not black: it is tinted, often with the
-# disc's own colour. Two numbers per sample make this visible: the brightness of the border ring
-# (its median distance from black, in the largest channel; 0 for every training image, and the
-# validity check counts anything above 0.6 as foreground), and the verdict after repainting every
-# pixel close to the border colour black, a diagnosis (not a fix) that asks "would the disc itself
-# pass?".
+# Nearly all samples are valid discs on a clean background; the path shows the disc and its colour
+# settling in the last fifth of the steps. What do the invalid ones get wrong? All of them, from the
+# 128 live 50-step samples:
 
 # %%
-def border_colour(x):
-    """Median colour [B, C, 1, 1] of the outermost pixel ring."""
-    ring = torch.cat([x[:, :, 0], x[:, :, -1], x[:, :, 1:-1, 0], x[:, :, 1:-1, -1]], dim=2)
-    return ring.median(dim=2).values[:, :, None, None]
-
-
-x = live_samples[50]
-bg = border_colour(x)
-brightness = (bg + 1).amax(1).flatten()                         # distance of the background from black
-repainted = torch.where((x - bg).abs().amax(1, keepdim=True) > 0.6, x, torch.tensor(-1.0))
-valid_repainted = shapes_validity(repainted).float().mean().item()
-tinted = (brightness > 0.6).float().mean().item()
-print(f"DDIM-50 samples: background brighter than the 0.6 threshold in {tinted:.0%}; "
-      f"valid {live[50]:.2f} as drawn, {valid_repainted:.2f} with the background repainted black")
-if not PAPER_SCALE:
-    assert tinted > 0.5 and valid_repainted > live[50] + 0.1
-
-fig, axes = plt.subplots(1, 2, figsize=(12, 3.2), gridspec_kw={"width_ratios": [1, 1.6]})
-axes[0].hist(brightness, bins=20, range=(0, 2), color="tab:blue", label="DDIM-50 samples")
-axes[0].axvline(0.0, color="tab:green", lw=3, label="every training image")
-axes[0].axvline(0.6, color="tab:red", ls="--", label="foreground threshold")
-axes[0].set_xlabel("background distance from black")
-axes[0].set_ylabel("samples")
-axes[0].set_ylim(0, 1.5 * axes[0].get_ylim()[1])
-axes[0].legend(fontsize=8, loc="upper left")
-show_images(axes[1], torch.cat([x[:8], repainted[:8]]), nrow=8,
-            title="samples as drawn (top) and with the background repainted black (bottom)")
-plt.tight_layout()
+bad = live_samples[50][~shapes_validity(live_samples[50])]
+fig, ax = plt.subplots(figsize=(1.2 * max(len(bad), 4), 1.6))
+show_images(
+    ax,
+    bad,
+    nrow=max(len(bad), 1),
+    title=f"the {len(bad)} invalid samples of 128 (DDIM 50)",
+)
 plt.show()
+print(f"{len(bad)} invalid of {N_LIVE}")
+assert len(bad) == N_LIVE - round(live[50] * N_LIVE)
 
 # %% [markdown]
-# So this budget (1,500 updates on batches of 64 images, under four minutes on two idle cores) gives a
-# network that has learned where discs go and roughly what they look like, but not the global fact
-# that the rest of the image is always exactly black. More training is the obvious cure (the "paper"
-# budget takes 100,000 steps on a GPU). What matters here is that an exact check shows the failure
-# plainly and says what kind it is, where a distance between feature statistics gives one number
-# that says "different", but not how.
+# Each is one solid blob on a black background, but not quite round: a bump on one side, a flattened
+# edge, or a corner too many. At 16x16 a disc of radius 3-5 pixels leaves little room, and the
+# roundness test (overlap with the digital disc of the same area at least 0.88) rejects them.
+
+# %% [markdown]
+# ### What made it work: the recipe sweep
 #
-# ## A short run on digits
+# The first edition of this chapter trained the same network with Ho et al.'s choices (32 groups,
+# the $\epsilon$ target, plain $L_\text{simple}$, an EMA without warm-up) and drew about 2 % valid
+# discs. The experiment `shapes-sweep` measures what each ingredient buys: every run starts from the
+# recipe above and changes one thing, trains 1,000 steps (a quarter of the book budget, where the
+# differences are large), and is judged on 512 DDIM-50 samples from the same noise. The wider and
+# deeper networks get fewer steps, in proportion to their measured cost per step, so that every row
+# trains for about the same minutes.
 #
-# The same recipe on real (if tiny) images: scikit-learn's 1,797 handwritten digits, at their native
-# 8x8 pixels with 17 grey levels, one channel. The experiment `ddpm-digits` trains the same kind of
-# UNet with one input channel and an 8x8 input (its two levels work at 8x8 and 4x4). There is no
-# exact validity check for a handwritten digit, which is exactly the situation in which people reach
-# for FID.
+# ```bash
+# python -m pdlib experiment shapes-sweep --budget book
+# ```
+
+# %%
+sweep = experiments.load_record("shapes-sweep", root=RESULTS)
+assert sweep["config"] == experiments.definition("shapes-sweep", sweep["budget"])
+rows = sweep["results"]["rows"]
+minutes = sweep["train_wall_time_s"]
+print(f"{'run':>19} | {'what changes':<76} | steps |  min | valid (95 % CI)")
+for name, r in rows.items():
+    print(
+        f"{name:>19} | {r['change']:<76} | {r['steps']:5d} | "
+        f"{minutes[name] / 60:4.1f} | "
+        f"{r['rate']:.3f} ({r['ci95'][0]:.3f}-{r['ci95'][1]:.3f})"
+    )
+print(f"all {len(rows)} runs: {sum(minutes.values()) / 60:.0f} min of training")
+
+
+def beyond_noise(a, b):
+    """Rate a is above rate b by more than the noise: the 95 % intervals do not
+    overlap."""
+    return rows[a]["ci95"][0] > rows[b]["ci95"][1]
+
+
+if not PAPER_SCALE:
+    assert rows["old-recipe"]["rate"] < 0.05 and rows["recipe"]["rate"] > 0.7
+    assert all(
+        beyond_noise("recipe", k) for k in ("eps", "no-min-snr", "width48", "depth2")
+    )
+    assert rows["ema0.999-no-warmup"]["rate"] < 0.05 and beyond_noise(
+        "cosine", "recipe"
+    )
+    assert rows["ema0.999"]["valid"] == rows["recipe"]["valid"]  # identical: see below
+    within = ("groups32", "lr2e-3", "lr5e-4", "no-warmup")
+    assert not any(
+        beyond_noise(k, "recipe") or beyond_noise("recipe", k) for k in within
+    )
+
+# %%
+display(Image(filename=str(RESULTS / "shapes-sweep" / "sweep.png")))
+
+# %% [markdown]
+# Read with the intervals: 512 samples per row, and we call two rates different only when their
+# 95 % intervals do not overlap. (The same 1,000 steps took 2.2 to 2.8 minutes from run to run on the
+# same machine; what the rows share exactly is their step counts.)
+#
+# - **Together**, the changes take the first edition's recipe from 0.8 % valid samples to 79 % at
+#   this budget.
+# - **The target and the weighting carry it.** With $\epsilon$ instead of $v$ (min-SNR kept, with
+#   its $\epsilon$ weight) the rate falls to 50 %; with $v$ but plain $L_\text{simple}$, to 42 %.
+# - **The normalisation groups no longer matter** once those two are in: 32 groups give 80 %, within
+#   the noise of 8. (The tinted backgrounds of the first edition came from 32 groups *together with*
+#   the old target and loss; 8 groups cost nothing, so the recipe keeps them.)
+# - **The EMA must warm up.** Without warm-up, a decay of 0.999 leaves $0.999^{1000} \approx 37\,\%$
+#   of the random initial weights in the average after 1,000 steps, and not one of 512 samples is
+#   valid. With warm-up, 0.999 and 0.995 give the *same* model here: the warm-up decay
+#   $(1 + n)/(10 + n)$ stays below 0.995 until update 1,790, so both rows count exactly the same
+#   samples.
+# - **Learning rate and learning-rate warm-up**: $5\times10^{-4}$ to $2\times10^{-3}$, with or
+#   without the 200-step warm-up, all within the noise of each other.
+# - **The cosine schedule helps**: 88 % against 79 %, beyond the noise. The book's recipe (and its
+#   4,000-step model above) was fixed before this sweep ran, so it still uses the linear schedule;
+#   exercise 4 asks you to measure the change at the full budget.
+# - **Capacity does not pay at equal minutes**: 48 channels (556 steps) give 46 %, two residual
+#   blocks per level (714 steps) 58 %. With a budget of minutes, the small network's extra updates
+#   are worth more than its missing parameters.
+#
+# ## Digits, measured
+#
+# The same recipe on real (if tiny) images: scikit-learn's handwritten digits, at their native 8x8
+# pixels with 17 grey levels, one channel. `pdlib.data.digits` splits the 1,797 images once and for
+# all into 1,258 for training and 539 held out (`split="train"` / `"test"`, a seeded permutation).
+# The experiment `ddpm-digits` trains the same kind of UNet, with one input channel and an 8x8 input
+# (its two levels work at 8x8 and 4x4), on the training part only.
+#
+# There is no exact validity check for a handwritten digit, which is exactly the situation in which
+# people reach for FID. Its Inception network knows nothing of 8x8 grey digits, so we do what FID does
+# with a network that does: `pdlib.metrics.digits` trains a small CNN classifier on the training split
+# (about 10 seconds), reports its accuracy on the held-out split, and compares generated and held-out
+# digits in the classifier's 64 penultimate features with
+#
+# - **precision** and **recall** (Kynkäänniemi et al. 2019, $k = 3$ nearest-neighbour balls): the
+#   fraction of samples that land on the held-out digits' manifold, and the fraction of held-out digits
+#   that the samples' manifold covers;
+# - the **Fréchet distance** of {eq}`eq-images-fid` (below), in these features;
+# - the **class histogram**: the classifier's verdict on every sample, which should cover all ten
+#   digits about equally.
+#
+# None of these is 0 (or 1) even for perfect samples: a finite set of real digits scores less.
+# Every number therefore comes with its **real-vs-real floor**: the same metric for as many *real*
+# training digits as there are samples, against the same held-out digits. (The classifier's confidence
+# alone would measure nothing: a small network is confidently wrong on noise.)
 
 # %%
 record_digits = experiments.load_record("ddpm-digits", root=RESULTS)
-assert record_digits["config"] == experiments.definition("ddpm-digits", record_digits["budget"])
+assert record_digits["config"] == experiments.definition(
+    "ddpm-digits", record_digits["budget"]
+)
 cfg_digits = experiments.get("ddpm-digits").runs(record_digits["budget"])["ddpm"]
+rd = record_digits["results"]
+td = record_digits["config"]["ddpm"]["train"]
+print(
+    f"ddpm-digits: {td['steps']} steps at batch {td['batch_size']}, "
+    f"training {record_digits['train_wall_time_s']['ddpm'] / 60:.1f} min"
+)
+print(
+    f"classifier accuracy on the {rd['n_real']} held-out digits: "
+    f"{rd['classifier_test_accuracy']:.3f}"
+)
+print(f"{rd['n']} samples (DDIM 50) | precision | recall | Frechet distance")
+for label, key in (("samples", "samples"), ("real-vs-real floor", "floor")):
+    q = rd[key]
+    print(
+        f"{label:>20} | {q['precision']:9.3f} | {q['recall']:6.3f} | "
+        f"{q['frechet']:8.1f}"
+    )
+print("samples per class 0-9:", rd["class_counts"])
+assert rd["classifier_test_accuracy"] > 0.93 and min(rd["class_counts"]) > 0
+if not PAPER_SCALE:
+    s_, f_ = rd["samples"], rd["floor"]
+    assert (
+        s_["precision"] > 0.75
+        and s_["recall"] > 0.75
+        and s_["frechet"] < 1.5 * f_["frechet"]
+    )
+    assert min(rd["class_counts"]) > 50  # every digit drawn (of 1000 samples)
+
+# %% [markdown]
+# The same measurement live, on 1,000 fresh samples (a new seed) and a classifier trained here:
+
+# %%
 model_digits = load_trained(cfg_digits, RESULTS / "ddpm-digits" / "ddpm.safetensors")
-size_digits = cfg_digits.data.size
-print(f"ddpm-digits: budget {record_digits['budget']!r}, {record_digits['config']['ddpm']['train']['steps']} "
-      f"steps at batch {record_digits['config']['ddpm']['train']['batch_size']}, "
-      f"training {record_digits['train_wall_time_s']['ddpm'] / 60:.1f} min, {size_digits}x{size_digits} images")
+clf, accuracy = train_digits_classifier()
+g = torch.Generator(DEVICE).manual_seed(1)
+fake_digits = model_digits.sample(
+    1000, sampler="ddim", steps=50, clip=True, generator=g, progress=False
+).cpu()
+quality = digits_quality(fake_digits, clf)
+q, fl = quality["samples"], quality["floor"]
+print(f"classifier accuracy {accuracy:.2f}")
+print(
+    f"precision {q['precision']:.2f} (floor {fl['precision']:.2f}), "
+    f"recall {q['recall']:.2f} (floor {fl['recall']:.2f}), "
+    f"Frechet {q['frechet']:.0f} (floor {fl['frechet']:.0f})"
+)
+assert accuracy > 0.93 and min(quality["class_counts"]) > 20
+assert q["precision"] > 0.7 and q["recall"] > 0.7 and q["frechet"] < 2 * fl["frechet"]
 
-real_digits = digits(size=size_digits)[0]
-g = torch.Generator(DEVICE).manual_seed(0)
-fake_digits = model_digits.sample(64, sampler="ddim", steps=20, clip=True, generator=g, progress=False).cpu()
-print(f"real digits {tuple(real_digits.shape)}, mean {real_digits.mean():.2f}; "
-      f"samples {tuple(fake_digits.shape)}, mean {fake_digits.mean():.2f}")
-assert fake_digits.shape == (64, 1, size_digits, size_digits)
-assert abs(fake_digits.mean() - real_digits.mean()) < 0.3
-
-fig, axes = plt.subplots(1, 2, figsize=(10, 5))
-show_images(axes[0], real_digits[:64], nrow=8, title=f"training data (sklearn digits, {size_digits}x{size_digits})")
-show_images(axes[1], fake_digits, nrow=8, title="DDPM samples, DDIM 20 steps")
+real_digits, real_labels = digits(size=8, split="test")
+fig, axes = plt.subplots(
+    1, 3, figsize=(14, 4.6), gridspec_kw={"width_ratios": [1, 1, 1.1]}
+)
+show_images(axes[0], real_digits[:64], nrow=8, title="held-out digits (8x8)")
+show_images(axes[1], fake_digits[:64], nrow=8, title="DDPM samples, DDIM 50 steps")
+counts = torch.tensor(quality["class_counts"])
+axes[2].bar(range(10), counts, color="tab:blue", label="samples (classifier's verdict)")
+scaled = torch.bincount(real_labels, minlength=10) * len(fake_digits) / len(real_labels)
+axes[2].plot(range(10), scaled, "k_", ms=20, mew=2, label="held-out digits, scaled")
+axes[2].set_xticks(range(10))
+axes[2].set_xlabel("digit")
+axes[2].legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=2)
 plt.tight_layout()
 plt.show()
 
 # %% [markdown]
-# After 400 updates (under a minute) the samples have the layout of the data, dark borders and
-# bright strokes in the middle, and a few could pass for digits; most are not legible yet. How would
-# we put a number on "most are not legible"? Without a rule like `shapes_validity`, the usual answer
-# is to compare the statistics of samples and data in the feature space of some network: FID.
+# After 3,000 updates (under three minutes) most samples are legible digits, and every digit is drawn,
+# with the classifier's class counts within about a third of the held-out proportions (the 3s are
+# over-represented, the 0s and 2s under). The numbers say the same, each measured against its floor:
+# precision 0.83 against 0.90 (a few samples are scrawls no real digit resembles), recall 0.86
+# against 0.91, and a Fréchet distance of 9.5 against 8.5 in the recorded run. The live run, with
+# other samples, lands close by (its floor differs too, because it uses other real digits); the
+# Fréchet distance moves most between runs, by several units at 1,000 samples, which is why it is
+# never read without its floor and its sample count.
 
 # %% [markdown]
 # ## Why FID needs care
@@ -596,24 +963,35 @@ plt.show()
 # eigenvalues, and the symmetric form can be computed with symmetric eigendecompositions.) From
 # scratch, checked against `pdlib.metrics.frechet_distance`:
 
+
 # %%
 def my_frechet_distance(mu1, sigma1, mu2, sigma2):
     """Eq. (eq-images-fid), with symmetric eigendecompositions only."""
     evals, evecs = torch.linalg.eigh(sigma1)
-    root1 = evecs @ torch.diag(evals.clamp(min=0).sqrt()) @ evecs.T        # sigma1^(1/2)
-    inner = torch.linalg.eigvalsh(root1 @ sigma2 @ root1)                  # eigenvalues of the product
-    return (mu1 - mu2).square().sum() + sigma1.trace() + sigma2.trace() - 2 * inner.clamp(min=0).sqrt().sum()
+    root1 = evecs @ torch.diag(evals.clamp(min=0).sqrt()) @ evecs.T  # sigma1^(1/2)
+    inner = torch.linalg.eigvalsh(root1 @ sigma2 @ root1)  # eigenvalues of the product
+    return (
+        (mu1 - mu2).square().sum()
+        + sigma1.trace()
+        + sigma2.trace()
+        - 2 * inner.clamp(min=0).sqrt().sum()
+    )
 
 
 g = torch.Generator().manual_seed(0)
 a = torch.randn(500, 16, generator=g, dtype=torch.float64)
-b = torch.randn(500, 16, generator=g, dtype=torch.float64) @ (torch.eye(16, dtype=torch.float64)
-                                                              + 0.3 * torch.randn(16, 16, generator=g,
-                                                                                  dtype=torch.float64)) + 0.5
+b = (
+    torch.randn(500, 16, generator=g, dtype=torch.float64)
+    @ (
+        torch.eye(16, dtype=torch.float64)
+        + 0.3 * torch.randn(16, 16, generator=g, dtype=torch.float64)
+    )
+    + 0.5
+)
 stats = [(v.mean(0), v.T.cov()) for v in (a, b)]
 mine = my_frechet_distance(*stats[0], *stats[1]).item()
 ref = frechet_distance(*stats[0], *stats[1])
-print(f"Frechet distance: mine {mine:.4f}, pdlib {ref:.4f}, |difference| {abs(mine - ref):.0e}")
+print(f"Frechet distance: mine {mine:.4f}, pdlib {ref:.4f}, relative difference < 1e-8")
 assert abs(mine - ref) < 1e-8 * max(1.0, ref)
 
 # %% [markdown]
@@ -655,7 +1033,13 @@ assert all(abs(bias[n] / predicted[n] - 1) < 0.15 for n in N_VALUES)
 
 fig, ax = plt.subplots(figsize=(5.5, 3.4))
 ax.loglog(N_VALUES, list(bias.values()), "o", label="measured (same distribution)")
-ax.loglog(N_VALUES, list(predicted.values()), "-", color="0.5", label="$(2D + D(D+1)/2)\\,/\\,N$")
+ax.loglog(
+    N_VALUES,
+    list(predicted.values()),
+    "-",
+    color="0.5",
+    label="$(2D + D(D+1)/2)\\,/\\,N$",
+)
 ax.set_xticks(N_VALUES, [str(n) for n in N_VALUES])
 ax.minorticks_off()
 ax.set_xlabel("samples per set N")
@@ -684,38 +1068,56 @@ plt.show()
 # %%
 pool4 = lambda x: F.avg_pool2d(x, SIZE // 4).flatten(1)
 torch.manual_seed(0)
-random_net = torch.nn.Sequential(torch.nn.Conv2d(3, 32, 3, stride=2, padding=1), torch.nn.ReLU(),
-                                 torch.nn.AdaptiveAvgPool2d(2), torch.nn.Flatten()).eval()
+random_net = torch.nn.Sequential(
+    torch.nn.Conv2d(3, 32, 3, stride=2, padding=1),
+    torch.nn.ReLU(),
+    torch.nn.AdaptiveAvgPool2d(2),
+    torch.nn.Flatten(),
+).eval()
 
-reference = real[:2000]                                          # "training" statistics
+reference = real[:2000]  # "training" statistics
 held_out = shapes(N_LIVE, size=SIZE, generator=torch.Generator().manual_seed(1))
 generated = live_samples[50]
 scores = {}
 for name, extractor in (("avg-pool 4x4", pool4), ("random conv net", random_net)):
     for label, images in (("held-out real", held_out), ("DDIM-50 samples", generated)):
-        scores[name, label] = fid(reference, images, extractor=extractor, extractor_name=name,
-                                  allow_small=True, progress=False)
+        scores[name, label] = fid(
+            reference,
+            images,
+            extractor=extractor,
+            extractor_name=name,
+            allow_small=True,
+            progress=False,
+        )
 
 
 def rounded(r, ndigits=2):
-    """A copy of a MetricResult with a rounded value, for a printout that is stable from run to run."""
-    return MetricResult(round(float(r), ndigits), metric=r.metric, extractor=r.extractor,
-                        comparable_to_published=r.comparable_to_published)
+    """A copy of a MetricResult with a rounded value, for a printout that is stable from
+    run to run."""
+    return MetricResult(
+        round(float(r), ndigits),
+        metric=r.metric,
+        extractor=r.extractor,
+        comparable_to_published=r.comparable_to_published,
+    )
 
 
 for (name, label), r in scores.items():
     print(f"{label:>15} vs 2000 real: {rounded(r)!r}")
 assert all(not r.comparable_to_published for r in scores.values())
 if not PAPER_SCALE:
-    assert scores["avg-pool 4x4", "held-out real"] < 1 and 10 < scores["avg-pool 4x4", "DDIM-50 samples"] < 60
-    assert scores["random conv net", "held-out real"] < 0.5 and 1 < scores["random conv net", "DDIM-50 samples"] < 10
-assert all(scores[name, "held-out real"] < scores[name, "DDIM-50 samples"] for name in ("avg-pool 4x4",
-                                                                                   "random conv net"))
+    # a working model: its samples score about like fresh real images under both stand-
+    # ins
+    assert all(scores[key] < 1 for key in scores)
+    for name in ("avg-pool 4x4", "random conv net"):
+        assert scores[name, "DDIM-50 samples"] < 2 * scores[name, "held-out real"]
 
 # %% [markdown]
-# Both stand-ins rank the model's samples behind fresh real images, but on scales that have nothing to
-# do with each other or with published FIDs. The held-out *real* images do not score 0 either: that is
-# the bias of section 1 at $N = 128$.
+# Under both stand-ins the model's 128 samples score about like 128 fresh real images (within a
+# factor of two), on scales that have nothing to do with each other or with published FIDs. The
+# held-out *real* images do not score 0 either: that is the bias of section 1 at $N = 128$, and it is
+# as large as the gap between real and generated images here, so at this $N$ neither stand-in could
+# tell this model from the data. The exact check can: 96 % valid is not 100 %.
 #
 # The real extractor is loaded from disk and never downloaded behind your back. Where its weights file
 # is missing, `pdlib.metrics.fid` (with no extractor) raises `pdlib.WeightsUnavailableError` at once,
@@ -774,28 +1176,38 @@ assert elapsed < 5 and isinstance(error, FileNotFoundError)
 #   fraction of valid samples measures quality without any neural network.
 # - Image models are trained by named experiments (`python -m pdlib experiment NAME --budget book`)
 #   whose artifacts record config, commit and wall time; `load_trained` rebuilds the model from them.
-# - On 16x16 discs the loaded DDPM was sampled live with DDIM at 10, 20 and 50 steps; its validity
-#   reproduces the recorded numbers, and it is low at this budget. The exact check also says why: the
-#   discs are often fine, the backgrounds are tinted.
+# - The book's CPU recipe (the $v$ target, min-SNR-5 weighting, an EMA with warm-up, 8 groups)
+#   trains the 0.65M-parameter UNet in 9 minutes to 95.9 % valid discs with DDIM 50 (95 % interval
+#   93.8-97.3 %, 512 samples) and 97-98 % with DDIM 10-20 and ancestral sampling; the live samples
+#   agree with the record. The sweep shows what matters at this budget: the target and the loss
+#   weighting (and an EMA warm-up, without which a short run draws nothing valid); the cosine
+#   schedule would help further.
+# - On digits, quality is measured in a trained classifier's features against held-out digits, each
+#   number beside its real-vs-real floor: precision 0.83 (floor 0.90), recall 0.86 (0.91), all ten
+#   digits drawn.
 # - FID {eq}`eq-images-fid` is biased upward by about $1/N$ {eq}`eq-images-fid-bias`, is defined only
 #   together with its feature network (stand-in numbers are labelled as not comparable), and depends
 #   on resizing and 8-bit rounding. Compare FIDs only at equal settings.
 #
 # ## Exercises
 #
-# **1. The sampler you used.** Every sample of this chapter came from the deterministic DDIM step of
-# {doc}`03_ddim`. Write it once more, for image-shaped tensors this time (the checker uses `[B, 2]`
-# tensors and `[B, 1]` values of $\bar\alpha$; make your code broadcast).
+# **1. A sampler for images.** Every sample of this chapter came from the deterministic DDIM loop of
+# {doc}`03_ddim`. Write it once more so that it works for any data shape: `model(x, t)` predicts
+# $\epsilon$, `kept` lists the kept steps in increasing order, and the loop ends with the step to
+# $\bar\alpha = 1$. The checker runs it on points `[B, 2]` and on images `[B, 3, 4, 4]`. (To use it
+# on this chapter's model, which predicts $v$, wrap the model with
+# `model.process.split_prediction(x, t, model(x, t), "v")[0]`, the $\epsilon$ implied by $v$.)
+
 
 # %%
-def my_ddim_step(xt, eps, abar_t, abar_prev):
-    """x_{t_prev} from x_t and the predicted noise, eta = 0."""
-    # TODO: predict x0 = (xt - sqrt(1 - abar_t) eps) / sqrt(abar_t), then move it to abar_prev.
+def my_ddim_sampler(model, alphas_cumprod, kept, x_T):
+    """x_0 from x_T with deterministic DDIM over the kept steps, for any data shape."""
+    # TODO: the (t, t_prev) pairs, then a loop; make abar broadcast over x.
     raise NotImplementedError
 
 
 # %%
-result = check_ddim_step(my_ddim_step)
+result = check_ddim_sampler(my_ddim_sampler)
 
 # %% [markdown]
 # **2. A validity check for squares.** Write `squares(n, size, generator)` (one solid axis-aligned
@@ -810,12 +1222,15 @@ result = check_ddim_step(my_ddim_step)
 # held-out *real* shapes at several $N$, and fit $a + b/N$ (Chong & Forsyth extrapolate to
 # $N \to \infty$ exactly this way).
 #
-# **4. The tinted background.** Which of the rules of `shapes_validity` does a tinted background
-# break? Try one remedy at the book budget and measure it with the validity fraction and the
-# background brightness of this chapter: more training steps, a different EMA decay, or another
-# prediction target (`diffusion.parameterization=x0` or `v`). Start from
-# `pdlib.config.load_config("shapes-ddpm", ["train.steps=3000", ...])` and `pdlib.pipeline.train_run`.
-# Does the validity at 10 DDIM steps improve as much as at 50?
+# **4. The cosine schedule at the full budget.** The sweep found the cosine schedule better than the
+# linear one after 1,000 steps. Does the advantage last? `benchmarks/shapes_quality.py` trains the
+# shapes recipe with any config overrides and prints the valid fraction (DDIM 50, 512 samples, 95 %
+# interval) every `--every` steps: compare
+# `python benchmarks/shapes_quality.py --steps 4000 --every 1000` with the same command plus
+# `diffusion.schedule=cosine`. At which step does each first pass 90 % and 95 %? Is the difference
+# beyond the noise at 4,000 steps? Then try the first edition's choices
+# (`"model.kwargs={norm_groups: 32}" diffusion.parameterization=eps "method.kwargs={}"`) at the same
+# budget.
 #
 # ## Scaling up
 #
