@@ -534,3 +534,23 @@ def test_bad_trainer_arguments(data):
 
     with pytest.raises(ValueError):
         Trainer(NoParams(), data, TrainConfig(**CFG))
+
+
+@pytest.mark.parametrize("warmup", [True, False])
+def test_default_ema_is_usable_after_a_short_run(warmup):
+    """The default EMA (decay 0.999) with its warm-up tracks the weights after 300 steps; without the
+    warm-up it still holds most of the random initialisation (the trap a short course run falls into)."""
+    torch.manual_seed(0)
+    data = toy2d("moons", 4000, torch.Generator().manual_seed(0))
+    method = DDPM(MLP2D(hidden=64), GaussianDiffusion(beta_schedule("linear", 100)))
+    t = Trainer(method, data, TrainConfig(steps=300, batch_size=256, lr=2e-3, ema_warmup=warmup,
+                                          progress=False, device="cpu"))
+    t.fit()
+    held_out = toy2d("moons", 4000, torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        ema = t.ema.module.loss(held_out, generator=torch.Generator().manual_seed(2))["loss"]
+        raw = t.method.loss(held_out, generator=torch.Generator().manual_seed(2))["loss"]
+    if warmup:
+        assert ema < 1.1 * raw
+    else:
+        assert ema > 1.5 * raw

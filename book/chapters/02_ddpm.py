@@ -666,7 +666,7 @@ _ = check_posterior_mean(posterior_mean)  # prints the verdict
 # %%
 def cosine_betas(T):
     """Nichol & Dhariwal's cosine schedule, float64 tensor of length T."""
-    # TODO: evaluate f at t/T for t = 0..T, then beta_i = 1 - f(i+1)/f(i), clipped.
+    # TODO: eq. (eq-ddpm-cosine), then the betas from consecutive abar values.
     raise NotImplementedError
 
 
