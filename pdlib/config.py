@@ -17,6 +17,7 @@ from pathlib import Path
 import yaml
 
 from . import _validate
+from .data.images import DIGITS_SPLITS
 from .diffusion import PARAMETERIZATIONS, SAMPLERS
 from .schedules import SCHEDULES, space_timesteps
 from .train.trainer import TrainConfig
@@ -126,7 +127,10 @@ def validate(cfg: RunConfig) -> None:
     _validate.choice("data.name", cfg.data.name, DATASETS)
     _validate.positive_int("data.n", cfg.data.n)
     _validate.positive_int("data.size", cfg.data.size)
-    _validate.choice("data.split", cfg.data.split, ("all", "train", "test"))
+    _validate.choice("data.split", cfg.data.split, DIGITS_SPLITS)
+    if cfg.data.split != "all" and cfg.data.name != "digits":
+        raise ValueError(f"data.split={cfg.data.split!r} applies to data.name='digits' only "
+                         f"(got data.name={cfg.data.name!r})")
     _validate.choice("model.type", cfg.model.type, ("unet", "mlp2d"))
     _validate.choice("method.name", cfg.method.name, pipeline.METHODS)
     _validate.choice("diffusion.schedule", d.schedule, SCHEDULES)

@@ -166,3 +166,12 @@ def test_config_differences_lists_changed_leaves():
     assert config_differences(a, c) == ["model.kwargs.dropout: (unset) -> 0.1"]
     assert config_differences(a, b, ignore=("train", "model.kwargs", "out_dir", "train.progress")) == \
         ["sample.steps: None -> 'ddim10'"]
+
+
+def test_data_split_is_checked_and_only_for_digits():
+    cfg = load_config("shapes-ddpm", ["data.name=digits", "data.size=8", "data.split=train"])
+    assert cfg.data.split == "train"
+    with pytest.raises(ValueError, match="data.split"):
+        load_config("shapes-ddpm", ["data.name=digits", "data.split=val"])
+    with pytest.raises(ValueError, match="digits' only"):
+        load_config("shapes-ddpm", ["data.split=test"])
