@@ -738,8 +738,12 @@ for s in LIVE_STEPS:
     assert lo <= recorded[f"ddim{s}"] <= hi  # the live subset agrees with the record
 
 # %% [markdown]
-# Nearly all samples are valid discs on a clean background; the path shows the disc and its colour
-# settling in the last fifth of the steps. What do the invalid ones get wrong? All of them, from the
+# From 10 to 50 DDIM steps the rate is flat within its intervals (95.9-97.3 % recorded); 5 steps
+# lose about three points, at the edge of the noise. Ancestral sampling on 50 respaced steps scores
+# highest, 98.2 %, but its interval overlaps DDIM-10's. The live points sit inside the recorded
+# intervals. In the grid above, nearly all samples are valid discs on a black background, and the
+# paths show the disc and its colour settling in the last fifth of the steps. What do the invalid
+# ones get wrong? All of them, from the
 # 128 live 50-step samples:
 
 # %%
