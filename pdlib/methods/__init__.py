@@ -3,7 +3,10 @@
 ``methods.score`` holds noise-conditional score matching and annealed Langevin dynamics (chapter 1).
 """
 
+from .autoencoder import AutoEncoderTraining
 from .base import Method
+from .ddgan import DDGAN, LDDGAN, weighted_learning_weight
 from .ddpm import DDPM
+from .gan import GAN
 
-__all__ = ["DDPM", "Method"]
+__all__ = ["DDGAN", "DDPM", "GAN", "LDDGAN", "AutoEncoderTraining", "Method", "weighted_learning_weight"]

@@ -1,8 +1,13 @@
 """Architectures only: networks know nothing about the method that trains them."""
 
+from .autoencoder import AUTOENCODER_PRESETS, AutoEncoder, PatchDiscriminator
 from .embedding import timestep_embedding
+from .gan import (DISCRIMINATOR_PRESETS, GENERATOR_PRESETS, Discriminator, Generator, MLPDiscriminator2D,
+                  MLPGenerator2D, ToyDiscriminator, ToyGenerator)
 from .mlp import MLP2D
 from .unet import PRESETS as UNET_PRESETS
 from .unet import UNet
 
-__all__ = ["MLP2D", "UNET_PRESETS", "UNet", "timestep_embedding"]
+__all__ = ["AUTOENCODER_PRESETS", "AutoEncoder", "DISCRIMINATOR_PRESETS", "Discriminator", "GENERATOR_PRESETS",
+           "Generator", "MLP2D", "MLPDiscriminator2D", "MLPGenerator2D", "PatchDiscriminator", "ToyDiscriminator",
+           "ToyGenerator", "UNET_PRESETS", "UNet", "timestep_embedding"]
