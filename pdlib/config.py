@@ -24,6 +24,7 @@ from .train.trainer import TrainConfig
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 DATASETS = ("toy2d", "shapes", "digits", "cifar10", "celeba", "folder")
+MODEL_TYPES = ("unet", "mlp2d", "gan", "autoencoder")
 
 
 @dataclass
@@ -42,7 +43,9 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    """The network: ``unet`` from a preset (with keyword overrides) or ``mlp2d``."""
+    """The network: ``unet`` from a preset (with keyword overrides), ``mlp2d``, ``gan`` (a DDGAN
+    ``Generator`` preset; the discriminator is in ``method.kwargs``) or ``autoencoder`` (an ``AutoEncoder``
+    preset)."""
 
     type: str = "unet"
     preset: str | None = "cpu-small"
@@ -120,7 +123,8 @@ class RunConfig:
 def validate(cfg: RunConfig) -> None:
     """Check every section's values, and those that depend on each other (``sample.steps`` on
     ``diffusion.T``); raise ``ValueError`` naming the dotted key and the valid choices."""
-    from . import pipeline  # imported here: both modules import this one
+    from . import adversarial_runs, pipeline  # noqa: F401  (imported here: they import this module;
+    # adversarial_runs registers the ddgan, lddgan and autoencoder methods)
     from .evaluation import METRICS
 
     d, s, e = cfg.diffusion, cfg.sample, cfg.eval
@@ -131,7 +135,7 @@ def validate(cfg: RunConfig) -> None:
     if cfg.data.split != "all" and cfg.data.name != "digits":
         raise ValueError(f"data.split={cfg.data.split!r} applies to data.name='digits' only "
                          f"(got data.name={cfg.data.name!r})")
-    _validate.choice("model.type", cfg.model.type, ("unet", "mlp2d"))
+    _validate.choice("model.type", cfg.model.type, MODEL_TYPES)
     _validate.choice("method.name", cfg.method.name, pipeline.METHODS)
     _validate.choice("diffusion.schedule", d.schedule, SCHEDULES)
     _validate.choice("diffusion.parameterization", d.parameterization, PARAMETERIZATIONS)

@@ -20,7 +20,8 @@ def test_experiment_runs_at_smoke_budget(name, tmp_path):
     assert record["pdlib_version"] and record["commit"] and record["total_wall_time_s"] >= 0
     assert not (out / "_work").exists()
     exp = experiments.get(name)
-    for run_name, cfg in exp.runs("smoke").items():
+    for run_name in exp.runs("smoke"):
+        cfg = experiments.run_config(name, run_name, "smoke", root=tmp_path)  # chained runs read their source
         weights = out / f"{run_name}.safetensors"
         assert (out / f"{run_name}_loss.png").is_file() and (out / f"{run_name}_history.json").is_file()
         assert weights.is_file() == exp.keep_weights

@@ -159,6 +159,19 @@ def run_all(budget: str = "book", progress: bool = True) -> float:
     return total
 
 
+def run_config(name: str, run_name: str, budget: str = "book", root=None) -> RunConfig:
+    """The config of run ``run_name`` of experiment ``name``, ready to load its exported weights: an
+    ``init_from`` that names an earlier run of the experiment (``run:RUN``, e.g. LDDGAN's autoencoder) points
+    at that run's exported weights in the results folder ``root/NAME`` (default ``book/results``)."""
+    runs = get(name).runs(budget)
+    if run_name not in runs:
+        raise ValueError(f"experiment {name!r} has no run {run_name!r}; its runs: {', '.join(runs)}")
+    cfg = runs[run_name]
+    if cfg.init_from is not None and cfg.init_from.startswith("run:"):
+        cfg.init_from = str(Path(root or RESULTS_DIR) / name / f"{cfg.init_from.removeprefix('run:')}.safetensors")
+    return cfg
+
+
 def load_record(name: str, root=None) -> dict:
     """The committed ``metrics.json`` of experiment ``name``."""
     path = Path(root or RESULTS_DIR) / name / "metrics.json"
@@ -199,4 +212,4 @@ def check_artifacts(root=None) -> list[str]:
     return problems
 
 
-from . import images, recipe  # noqa: E402,F401  (register the images chapter's experiments)
+from . import gans, images, recipe  # noqa: E402,F401  (register the chapters' experiments)

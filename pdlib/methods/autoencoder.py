@@ -78,6 +78,7 @@ class AutoEncoderTraining(Method):
         l1_weight, perceptual_weight, adv_weight, kl_weight: weights of the AE phase's terms (``kl_weight``
             only counts for a KL autoencoder).
         adv_start: the first step with adversarial terms (taming's ``disc_start``).
+        data_shape: ``(C, H, W)`` of the training images, for ``sample(n)`` by count (else set by the first loss).
 
     ``optimizers()``: ``"AE"`` over the autoencoder and ``"D"`` over the discriminator, Adam with betas
     (0.5, 0.9) and no weight decay; the learning rate is ``TrainConfig.lr``. ``phases()``: ``"AE"``, then
@@ -88,7 +89,7 @@ class AutoEncoderTraining(Method):
 
     def __init__(self, autoencoder: AutoEncoder, discriminator: nn.Module, perceptual: Callable | None = None,
                  l1_weight: float = 1.0, perceptual_weight: float = 1.0, adv_weight: float = 0.1,
-                 kl_weight: float = 1e-6, adv_start: int = 0):
+                 kl_weight: float = 1e-6, adv_start: int = 0, data_shape: tuple | None = None):
         super().__init__()
         if not isinstance(autoencoder, AutoEncoder):
             raise TypeError(f"autoencoder must be a pdlib AutoEncoder, got {type(autoencoder).__name__}")
@@ -112,7 +113,8 @@ class AutoEncoderTraining(Method):
         self.perceptual = perceptual
         self.l1_weight, self.perceptual_weight = float(l1_weight), float(perceptual_weight)
         self.adv_weight, self.kl_weight, self.adv_start = float(adv_weight), float(kl_weight), adv_start
-        self.data_shape = None  # shape of one training image, set by the first loss
+        # shape of one training image (for sampling by count), else set by the first loss
+        self.data_shape = None if data_shape is None else tuple(data_shape)
 
     def optimizers(self) -> list[OptimizerSpec]:
         return [OptimizerSpec("AE", ("autoencoder",), betas=ADAM_BETAS, weight_decay=0.0),

@@ -393,7 +393,7 @@ class Discriminator(nn.Module):
     for about 32x32): one block at full resolution (``2 * channels``) and three downsampling blocks to ``4, 8, 8`` times
     ``channels`` (``image_size`` must be divisible by 8). ``depth="large"`` (``Discriminator_large``, for 64
     to 256): downsampling blocks to ``4, 8, 8, ...`` times ``channels`` until the map is 4x4 (six at 256;
-    ``image_size`` must be 4 times a power of two, at least 8). Then the minibatch standard deviation
+    ``image_size`` must be 4 times a power of two; a 4x4 input gets one block without downsampling). Then the minibatch standard deviation
     channel (groups of at most ``mbstd_group`` examples), a 3x3 convolution, LeakyReLU, a sum over pixels
     and a linear layer to one logit.
     """
@@ -411,11 +411,12 @@ class Discriminator(nn.Module):
                                  f"got {image_size}")
             widths, downs = [2, 4, 8, 8], [False, True, True, True]
         else:
-            n_down = int(math.log2(image_size // 4)) if image_size >= 8 else 0
-            if n_down < 1 or 4 * 2 ** n_down != image_size:
-                raise ValueError(f"the large discriminator downsamples to 4x4: image_size must be 4 * 2**k (k >= 1), "
+            n_down = int(math.log2(image_size // 4)) if image_size >= 4 else -1
+            if n_down < 0 or 4 * 2 ** n_down != image_size:
+                raise ValueError(f"the large discriminator downsamples to 4x4: image_size must be 4 * 2**k, "
                                  f"got {image_size}")
-            widths, downs = [4] + [8] * (n_down - 1), [True] * n_down
+            # a 4x4 input (tiny latents) keeps one block at full resolution
+            widths, downs = ([4] + [8] * (n_down - 1), [True] * n_down) if n_down else ([4], [False])
         self.in_channels, self.image_size, self.depth = in_channels, image_size, depth
         self.time_dim, self.mbstd_group = time_dim, mbstd_group
 
