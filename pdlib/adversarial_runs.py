@@ -26,6 +26,7 @@ from .nets import AutoEncoder, Discriminator, Generator, PatchDiscriminator
 from .pipeline import build_data, build_process, register_method
 
 PERCEPTUAL = ("lpips-vgg", "lpips-alex")
+SCALE_IMAGES = 512  #: images of a data set on disk behind ``scale_factor: fit``
 
 
 def _net_spec(spec: dict | None, what: str) -> tuple[str | None, dict]:
@@ -88,7 +89,9 @@ def build_lddgan(cfg: RunConfig, init: dict | None) -> LDDGAN:
     ae = autoencoder_from(init, preset, overrides)
     if scale == "fit":
         data = build_data(cfg)
-        ae.fit_scale_factor(data if isinstance(data, torch.Tensor) else torch.stack([data[i][0] for i in range(512)]))
+        if not isinstance(data, torch.Tensor):  # a Dataset of (image, label): the first SCALE_IMAGES images
+            data = torch.stack([data[i][0] for i in range(min(SCALE_IMAGES, len(data)))])
+        ae.fit_scale_factor(data)
     else:
         ae.scale_factor.fill_(float(scale))
     return LDDGAN(generator, discriminator, build_process(cfg), ae, **kwargs)

@@ -276,3 +276,83 @@ def check_langevin_sampler(fn: Callable, quiet: bool = False) -> CheckResult:
     return _compare("langevin sampler", fn, (score_fn, x, 0.01, noises), expected,
                     "re-evaluate score_fn at the current x before every step; step k uses noises[k].",
                     quiet=quiet)
+
+
+# ------------------------------------------------------------------------------ GAN chapters
+def _scalar_compare(name: str, fn: Callable, args: tuple, expected: float, hint: str, quiet: bool) -> CheckResult:
+    """Compare a function returning a number (float or 0-d tensor) with ``expected``."""
+    try:
+        got = fn(*args)
+        got = float(got.detach()) if isinstance(got, torch.Tensor) else float(got)
+    except NotImplementedError:
+        result = CheckResult(False, f"{name}: not implemented yet (replace the TODO).")
+    except Exception as err:  # the student's code may fail in any way; report it, do not crash
+        result = CheckResult(False, f"{name}: your function raised {type(err).__name__}: {err}")
+    else:
+        ok = abs(got - expected) <= 1e-5 + 1e-4 * abs(expected)
+        result = CheckResult(ok, f"{name}: correct!" if ok else f"{name}: got {got:.6g}, expected {expected:.6g}. "
+                                                                  f"Hint: {hint}")
+    if not quiet:
+        print(result.message)
+    return result
+
+
+def check_generator_loss(fn: Callable, quiet: bool = False) -> CheckResult:
+    """``fn(fake_logits) -> the non-saturating generator loss`` (GAN chapter): -E log sigmoid(D(G(z)))."""
+    from .methods.gan import generator_loss
+
+    logits = torch.randn(64, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 3
+    results = [_scalar_compare(f"generator loss ({label})", fn, (x,), float(generator_loss(x)),
+                               "the generator wants D to call its samples real: the cross-entropy with target 1, "
+                               "-log(sigmoid(logit)) = softplus(-logit), averaged over the batch.", quiet=True)
+               for label, x in [("random logits", logits), ("confident D", logits - 8)]]
+    return _all("generator loss", results, quiet)
+
+
+def check_r1_penalty(fn: Callable, quiet: bool = False) -> CheckResult:
+    """``fn(discriminator, real) -> E ||grad_x D(x)||^2`` (GAN chapter; without the gamma / 2)."""
+    from .methods.gan import r1_penalty
+
+    g = torch.Generator().manual_seed(1)
+    w1, w2 = torch.randn(2, 16, generator=g, dtype=torch.float64), torch.randn(16, generator=g, dtype=torch.float64)
+
+    def disc(x):
+        return torch.tanh(x @ w1) @ w2
+
+    real = torch.randn(32, 2, generator=g, dtype=torch.float64)
+    leaf = real.clone().requires_grad_(True)
+    expected = float(r1_penalty(disc(leaf), leaf).detach())
+    return _scalar_compare("R1 penalty", fn, (disc, real), expected,
+                           "make a copy of the real points that requires grad, apply D, take torch.autograd.grad of "
+                           "the sum of its outputs with create_graph=True, then the mean over the batch of the squared "
+                           "norm of each example's gradient.", quiet)
+
+
+def check_ddgan_posterior_sample(fn: Callable, quiet: bool = False) -> CheckResult:
+    """``fn(x0_pred, xt, t, betas, noise) -> x_{t-1}`` (DDGAN chapter): a draw of q(x_{t-1} | x_t, x0')
+    with the given noise and none at t == 0, on the 4-step ``ddgan`` schedule, points and images."""
+    p = GaussianDiffusion(beta_schedule("ddgan", 4))
+    results = []
+    for shape in SHAPES:
+        g = torch.Generator().manual_seed(2)
+        x0, xt, noise = (torch.randn(shape, generator=g, dtype=torch.float64) for _ in range(3))
+        t = torch.arange(shape[0]) % 4
+        mean, _, log_var = p.q_posterior(x0, xt, t)
+        expected = mean + _per_sample((t != 0).double(), xt) * (0.5 * log_var).exp() * noise
+        results.append(_compare(f"posterior sample {list(shape)}", fn, (x0, xt, t, p.betas, noise), expected,
+                                "the mean is DDPM's posterior mean with x0' in place of x0; the standard deviation is "
+                                "sqrt(beta~_t) with beta~_t = (1 - abar_{t-1}) / (1 - abar_t) beta_t; no noise at "
+                                "t = 0. " + _BROADCAST_HINT, quiet=True))
+    return _all("posterior sample", results, quiet)
+
+
+def check_weighted_learning(fn: Callable, quiet: bool = False) -> CheckResult:
+    """``fn(epoch, num_epochs, delta) -> float`` (LDDGAN chapter): the weighted-learning weight, eq. 9."""
+    from .methods.ddgan import weighted_learning_weight
+
+    results = [_scalar_compare(f"weight at epoch {e} of {n} (delta {d})", fn, (e, n, d),
+                               weighted_learning_weight(e, n, d),
+                               "lambda = 1 - sigmoid(phi) with phi going linearly from -delta at epoch 0 to +delta at "
+                               "the last epoch.", quiet=True)
+               for e, n, d in [(0, 100, 6.0), (30, 100, 6.0), (50, 100, 6.0), (100, 100, 6.0), (7, 20, 2.0)]]
+    return _all("weighted learning", results, quiet)

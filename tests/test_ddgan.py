@@ -343,3 +343,13 @@ def test_lddgan_trains_in_the_frozen_autoencoders_latent_space():
     with pytest.raises(ValueError, match="weighted learning"):
         LDDGAN(Generator.from_preset("cpu-latent"), Discriminator.from_preset("cpu-latent"), ddgan_process(4), ae,
                rec_weight=1.0)
+
+
+def test_sample_clip_bounds_the_decoded_images():
+    method = DDGAN(ZeroG(), PairD(), ddgan_process(4))
+    with torch.no_grad():
+        method.generator.a.fill_(3.0)  # overshoots
+    x = method.sample((64, 2), generator=torch.Generator().manual_seed(0))
+    assert float(x.abs().max()) > 1
+    clipped = method.sample((64, 2), generator=torch.Generator().manual_seed(0), clip=True)
+    torch.testing.assert_close(clipped, x.clamp(-1, 1))

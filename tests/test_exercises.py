@@ -261,3 +261,45 @@ def test_ddim_step_covers_the_last_step():
         return ddim_step(xt, eps, abar_t, abar_prev)
 
     assert not exercises.check_ddim_step(no_final_step, quiet=True)
+
+
+# --------------------------------------------------------------------- the GAN chapters' checkers
+def gen_loss(fake_logits):
+    return torch.nn.functional.softplus(-fake_logits).mean()
+
+
+def r1(disc, real):
+    x = real.clone().requires_grad_(True)
+    (g,) = torch.autograd.grad(disc(x).sum(), x, create_graph=True)
+    return g.pow(2).sum(1).mean()
+
+
+def ddgan_posterior_sample(x0, xt, t, betas, noise):
+    alphas = 1 - betas
+    abar = torch.cumprod(alphas, 0)
+    abar_prev = torch.cat([torch.ones(1, dtype=abar.dtype), abar[:-1]])
+    mean = posterior_mean(x0, xt, t, betas)
+    var = per_sample(((1 - abar_prev) / (1 - abar) * betas)[t], xt)
+    return mean + per_sample((t > 0).to(xt.dtype), xt) * var.sqrt() * noise
+
+
+def weighted(epoch, num_epochs, delta):
+    phi = -delta + 2 * delta * epoch / num_epochs
+    return 1 - 1 / (1 + math.exp(-phi))
+
+
+@pytest.mark.parametrize("checker, right, wrong", [
+    (exercises.check_generator_loss, gen_loss, lambda f: -torch.nn.functional.softplus(f).mean()),  # minimax
+    (exercises.check_r1_penalty, r1, lambda d, x: r1(d, x).sqrt()),
+    (exercises.check_ddgan_posterior_sample, ddgan_posterior_sample,
+     lambda x0, xt, t, b, n: posterior_mean(x0, xt, t, b) + n * 0.1),  # noise at t = 0 and the wrong scale
+    (exercises.check_weighted_learning, weighted, lambda e, n, d: 1 / (1 + math.exp(-(-d + d * e / n)))),
+])
+def test_gan_chapter_checkers(checker, right, wrong, capsys):
+    assert checker(right)
+    assert not checker(wrong) and "Hint" in capsys.readouterr().out
+
+    def stub(*args):
+        raise NotImplementedError
+
+    assert "not implemented" in checker(stub, quiet=True).message

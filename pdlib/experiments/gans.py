@@ -27,8 +27,8 @@ GAN_CODE = ("methods.gan", "methods.ddgan", "methods.autoencoder", "nets.gan", "
             "nets.embedding", "wavelets", "adversarial_runs", "data.images", "metrics.digits", "metrics.prdc",
             "metrics.frechet")
 
-GAN_STEPS = {"smoke": 4, "book": 2500, "paper": 50000}
-AE_STEPS = {"smoke": 4, "book": 1500, "paper": 20000}
+GAN_STEPS = {"smoke": 4, "book": 1500, "paper": 50000}
+AE_STEPS = {"smoke": 4, "book": 1000, "paper": 20000}
 EVAL_SAMPLES = {"smoke": 8, "book": 1000, "paper": 1000}
 
 

@@ -167,11 +167,13 @@ class DDGAN(Method):
 
     @torch.no_grad()
     def sample(self, n_or_shape, *, steps=None, generator: torch.Generator | None = None,
-               return_trajectory: bool = False, **kw):
+               return_trajectory: bool = False, clip: bool = False, **kw):
         """Posterior sampling (DDGAN's Algorithm, LDDGAN Algorithm 1): x_T ~ N(0, I), then for t = T-1..0
         ``x0' = G(x_t, t, z)`` with a fresh z and ``x_{t-1} ~ q(x_{t-1} | x_t, x0')``. T network calls;
-        ``steps`` must be None or T (the generator was trained for these steps only). Returns data (with
-        ``return_trajectory``, also the chain ``[T + 1, B, ...]`` in the diffusion space)."""
+        ``steps`` must be None or T (the generator was trained for these steps only). Returns data, clamped
+        to [-1, 1] with ``clip`` (the inverse Haar transform and a decoder can overshoot); with
+        ``return_trajectory`` also the chain ``[T + 1, B, ...]`` in the diffusion space. Other keywords
+        (a config's sampler settings) are ignored."""
         if steps not in (None, self.process.T):
             raise ValueError(f"DDGAN samples with its {self.process.T} training steps; got steps={steps!r}")
         shape = self._shape(n_or_shape)
@@ -183,6 +185,7 @@ class DDGAN(Method):
             x = self.posterior_sample(self.generator(x, t, z=self.draw_z(shape[0], device, generator)), x, t, generator)
             chain.append(x.cpu())
         out = self.decode(x)
+        out = out.clamp(-1.0, 1.0) if clip else out
         return (out, torch.stack(chain)) if return_trajectory else out
 
     def decode(self, x: torch.Tensor) -> torch.Tensor:
