@@ -330,15 +330,20 @@ def check_r1_penalty(fn: Callable, quiet: bool = False) -> CheckResult:
 
 def check_ddgan_posterior_sample(fn: Callable, quiet: bool = False) -> CheckResult:
     """``fn(x0_pred, xt, t, betas, noise) -> x_{t-1}`` (DDGAN chapter): a draw of q(x_{t-1} | x_t, x0')
-    with the given noise and none at t == 0, on the 4-step ``ddgan`` schedule, points and images."""
+    with the given noise and none at t == 0, on the 4-step ``ddgan`` schedule, points and images. The
+    expected draw is ``DDGAN.posterior_sample`` with a generator whose first draw is ``noise``."""
+    from .methods.ddgan import DDGAN
+    from .nets.gan import MLPDiscriminator2D, MLPGenerator2D
+
     p = GaussianDiffusion(beta_schedule("ddgan", 4))
+    method = DDGAN(MLPGenerator2D(), MLPDiscriminator2D(), p)  # posterior_sample uses only the process
     results = []
     for shape in SHAPES:
         g = torch.Generator().manual_seed(2)
-        x0, xt, noise = (torch.randn(shape, generator=g, dtype=torch.float64) for _ in range(3))
+        x0, xt = (torch.randn(shape, generator=g, dtype=torch.float64) for _ in range(2))
+        noise = torch.randn(shape, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
         t = torch.arange(shape[0]) % 4
-        mean, _, log_var = p.q_posterior(x0, xt, t)
-        expected = mean + _per_sample((t != 0).double(), xt) * (0.5 * log_var).exp() * noise
+        expected = method.posterior_sample(x0, xt, t, generator=torch.Generator().manual_seed(3))
         results.append(_compare(f"posterior sample {list(shape)}", fn, (x0, xt, t, p.betas, noise), expected,
                                 "the mean is DDPM's posterior mean with x0' in place of x0; the standard deviation is "
                                 "sqrt(beta~_t) with beta~_t = (1 - abar_{t-1}) / (1 - abar_t) beta_t; no noise at "

@@ -257,7 +257,7 @@ plt.show()
 #   Its recall is a little lower than the adversarial-only run's, the direction the paper reports,
 #   but the difference is within the sampling noise here.
 # - **Weighted learning did not help here.** Its Fréchet distance and recall are within the noise of
-#   the adversarial-only run. With 1500 steps the weight is below 0.1 for the last third of training,
+#   the adversarial-only run. With 1500 steps the weight is below 0.12 for the last third of training,
 #   and the adversarial game alone seems to give back what the reconstruction term bought early on; the
 #   paper's gains (Table 6: FID 3.09 to 3.03 on CIFAR-10, recall 0.56 to 0.58) are small differences
 #   after 2000 epochs, which this budget cannot resolve.
