@@ -24,8 +24,8 @@ def test_experiment_runs_at_smoke_budget(name, tmp_path):
         cfg = experiments.run_config(name, run_name, "smoke", root=tmp_path)  # chained runs read their source
         weights = out / f"{run_name}.safetensors"
         assert (out / f"{run_name}_loss.png").is_file() and (out / f"{run_name}_history.json").is_file()
-        assert weights.is_file() == exp.keep_weights
-        if not exp.keep_weights:
+        assert weights.is_file() == exp.keeps(run_name)
+        if not exp.keeps(run_name):
             continue
         method = load_trained(cfg, weights)  # the fp16 export loads back into the run's method
         assert all(torch.isfinite(p).all() for p in method.parameters())

@@ -233,7 +233,9 @@ def test_output_shape_and_zero_distance(random_alex):
 def test_inputs_are_validated(random_alex):
     x = torch.zeros(2, 3, 64, 64)
     with pytest.raises(ValueError, match=r"\[B, 3, H, W\]"):
-        random_alex(x[:, :1], x[:, :1])
+        random_alex(x[:, :2], x[:, :2])
+    with pytest.raises(ValueError, match=r"\[B, 3, H, W\]"):  # gray against colour
+        random_alex(x[:, :1], x)
     with pytest.raises(ValueError, match="4 dimensions"):
         random_alex(x[0], x[0])
     with pytest.raises(TypeError, match="float tensor"):
@@ -242,6 +244,14 @@ def test_inputs_are_validated(random_alex):
         random_alex(x + 255, x)
     with pytest.raises(ValueError, match="same shape"):
         random_alex(x, x[:1])
+
+
+def test_grayscale_images_are_compared_as_gray_rgb(random_alex):
+    g = torch.Generator().manual_seed(2)
+    x, y = (torch.rand(2, 1, 32, 32, generator=g) * 2 - 1 for _ in range(2))
+    gray = random_alex(x, y)
+    assert torch.equal(gray, random_alex(x.repeat(1, 3, 1, 1), y.repeat(1, 3, 1, 1)))
+    assert (gray != 0).all()
 
 
 def test_frozen_but_differentiable_in_the_inputs(random_alex):

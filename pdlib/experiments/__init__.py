@@ -45,7 +45,13 @@ class Experiment:
     runs: Callable[[str], dict[str, RunConfig]]
     evaluate: Callable[[dict, Path, str], dict]
     code: tuple = ()  #: pdlib modules (dotted, below pdlib) its numbers depend on, beyond CORE_CODE
-    keep_weights: bool = True  #: False for sweeps whose chapter shows only their table (keeps the repo small)
+    #: False for sweeps whose chapter shows only their table, or the names of the runs whose weights the
+    #: chapter loads (keeps the repo small)
+    keep_weights: bool | tuple = True
+
+    def keeps(self, run_name: str) -> bool:
+        """Whether run ``run_name``'s weights are exported with the artifacts."""
+        return self.keep_weights if isinstance(self.keep_weights, bool) else run_name in self.keep_weights
 
 
 REGISTRY: dict[str, Experiment] = {}
@@ -125,7 +131,7 @@ def run(name: str, budget: str = "book", out_dir=None, progress: bool = True) ->
             cfg.init_from = str(work / cfg.init_from.removeprefix("run:"))
         trainer = train_run(cfg, resume=checkpoint_path(cfg).is_file())  # an interrupted run goes on
         wall[run_name] = round(trainer.wall_time, 1)
-        if exp.keep_weights:
+        if exp.keeps(run_name):
             export_weights(trainer.model, out / f"{run_name}.safetensors",
                            metadata={"experiment": name, "run": run_name, "budget": budget, "steps": trainer.step})
         shutil.copy(Path(cfg.out_dir) / "loss.png", out / f"{run_name}_loss.png")
@@ -212,4 +218,4 @@ def check_artifacts(root=None) -> list[str]:
     return problems
 
 
-from . import gans, images, recipe  # noqa: E402,F401  (register the chapters' experiments)
+from . import gans, images, metric_functions, recipe  # noqa: E402,F401  (register the chapters' experiments)

@@ -5,8 +5,11 @@
 
 from .autoencoder import AutoEncoderTraining
 from .base import Method
+from .casdm import CasDM
 from .ddgan import DDGAN, LDDGAN, weighted_learning_weight
 from .ddpm import DDPM
+from .dual import DualDiffusion
 from .gan import GAN
 
-__all__ = ["DDGAN", "DDPM", "GAN", "LDDGAN", "AutoEncoderTraining", "Method", "weighted_learning_weight"]
+__all__ = ["CasDM", "DDGAN", "DDPM", "DualDiffusion", "GAN", "LDDGAN", "AutoEncoderTraining", "Method",
+           "weighted_learning_weight"]

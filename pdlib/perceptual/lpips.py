@@ -123,6 +123,10 @@ class LPIPS(nn.Module):
         return super().train(False)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """``Tensor[B]``: the distance of each pair of images ``[B, 3, H, W]`` in [-1, 1]. Grayscale images
+        ``[B, 1, H, W]`` are compared as gray RGB images (the channel repeated three times)."""
+        if x.ndim == 4 and x.shape[1] == 1 and y.shape == x.shape:
+            x, y = x.expand(-1, 3, -1, -1), y.expand(-1, 3, -1, -1)
         check_pair(x, y, channels=3)
         dtype = self.model.scaling_layer.shift.dtype
         x, y = x.to(dtype), y.to(dtype)
