@@ -361,3 +361,35 @@ def check_weighted_learning(fn: Callable, quiet: bool = False) -> CheckResult:
                                "the last epoch.", quiet=True)
                for e, n, d in [(0, 100, 6.0), (30, 100, 6.0), (50, 100, 6.0), (100, 100, 6.0), (7, 20, 2.0)]]
     return _all("weighted learning", results, quiet)
+
+
+def check_mixed_mean_loss(fn: Callable, quiet: bool = False) -> CheckResult:
+    """``fn(x0, xt, t, x0_direct, x0_from_eps, r, betas) -> L_mu`` (metric-functions chapter): the mean
+    squared error between the true posterior mean and the r-mix of the posterior means of the two x0
+    estimates, with both branch means detached (Cas-DM paper eq. 12). Checked on images with a per-pixel
+    r: the value, and that no gradient reaches the two estimates (only r learns from L_mu)."""
+    from .methods.dual import posterior_mean_mix_loss
+
+    betas = beta_schedule("cosine", 50).double()
+    p = GaussianDiffusion(betas)
+    g = torch.Generator().manual_seed(4)
+    x0, xt, direct, from_eps = (torch.randn(6, 3, 4, 4, generator=g, dtype=torch.float64) for _ in range(4))
+    r = torch.rand(6, 1, 4, 4, generator=g, dtype=torch.float64)
+    t = torch.tensor([0, 5, 17, 30, 42, 49])
+    expected = float(posterior_mean_mix_loss(p, x0, xt, t, direct, from_eps, r))
+    value = _scalar_compare("L_mu", fn, (x0, xt, t, direct, from_eps, r, betas), expected,
+                            "mu(x0) = sqrt(abar_{t-1}) beta_t / (1 - abar_t) x0 + sqrt(alpha_t) (1 - abar_{t-1}) / "
+                            "(1 - abar_t) x_t; mix the two estimates' means with r (r for the direct one), compare "
+                            "with mu of the true x0, and average the squares over every element. " + _BROADCAST_HINT,
+                            quiet=True)
+    results = [value]
+    if value:
+        leaves = [v.clone().requires_grad_(True) for v in (direct, from_eps, r)]
+        fn(x0, xt, t, *leaves, betas).backward()
+        grads = [0.0 if v.grad is None else float(v.grad.abs().max()) for v in leaves]
+        ok = grads[0] == 0 and grads[1] == 0 and grads[2] > 0
+        results.append(CheckResult(ok, "L_mu gradients: correct!" if ok else
+                                   f"L_mu gradients: largest gradient on x0_direct {grads[0]:.3g}, on x0_from_eps "
+                                   f"{grads[1]:.3g}, on r {grads[2]:.3g}. Hint: only r may learn from L_mu: detach "
+                                   "the two branch means (.detach()) before mixing them."))
+    return _all("L_mu", results, quiet)

@@ -173,7 +173,7 @@ CHECKERS = {
 
 def test_every_checker_is_covered():
     public = {name for name in dir(exercises) if name.startswith("check_")}
-    assert public == set(CHECKERS) | {c.__name__ for c, _, _ in GAN_CHECKERS}
+    assert public == set(CHECKERS) | {c.__name__ for c, _, _ in LATER_CHAPTER_CHECKERS}
 
 
 @pytest.mark.parametrize("name", sorted(CHECKERS))
@@ -288,17 +288,32 @@ def weighted(epoch, num_epochs, delta):
     return 1 - 1 / (1 + math.exp(-phi))
 
 
-GAN_CHECKERS = [
+def mixed_mean_loss(x0, xt, t, direct, from_eps, r, betas):
+    def mean(x):
+        return posterior_mean(x, xt, t, betas)
+
+    return (mean(x0) - (r * mean(direct).detach() + (1 - r) * mean(from_eps).detach())).pow(2).mean()
+
+
+def mixed_mean_loss_not_detached(x0, xt, t, direct, from_eps, r, betas):
+    def mean(x):
+        return posterior_mean(x, xt, t, betas)
+
+    return (mean(x0) - (r * mean(direct) + (1 - r) * mean(from_eps))).pow(2).mean()
+
+
+LATER_CHAPTER_CHECKERS = [
     (exercises.check_generator_loss, gen_loss, lambda f: -torch.nn.functional.softplus(f).mean()),  # minimax
     (exercises.check_r1_penalty, r1, lambda d, x: r1(d, x).sqrt()),
     (exercises.check_ddgan_posterior_sample, ddgan_posterior_sample,
      lambda x0, xt, t, b, n: posterior_mean(x0, xt, t, b) + n * 0.1),  # noise at t = 0 and the wrong scale
     (exercises.check_weighted_learning, weighted, lambda e, n, d: 1 / (1 + math.exp(-(-d + d * e / n)))),
+    (exercises.check_mixed_mean_loss, mixed_mean_loss, mixed_mean_loss_not_detached),
 ]
 
 
-@pytest.mark.parametrize("checker, right, wrong", GAN_CHECKERS)
-def test_gan_chapter_checkers(checker, right, wrong, capsys):
+@pytest.mark.parametrize("checker, right, wrong", LATER_CHAPTER_CHECKERS)
+def test_later_chapter_checkers(checker, right, wrong, capsys):
     assert checker(right)
     assert not checker(wrong) and "Hint" in capsys.readouterr().out
 

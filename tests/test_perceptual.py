@@ -242,6 +242,9 @@ def test_inputs_are_validated(random_alex):
         random_alex(x.long(), x.long())
     with pytest.raises(ValueError, match=r"\[-1, 1\]"):
         random_alex(x + 255, x)
+    with pytest.raises(ValueError, match=r"\[-1, 1\]"):
+        random_alex(x, x + 2.5)  # the target must be an image
+    assert torch.isfinite(random_alex(x - 2.5, x)).all()  # a prediction may stray while a model trains
     with pytest.raises(ValueError, match="same shape"):
         random_alex(x, x[:1])
 

@@ -33,19 +33,25 @@ from ..errors import CheckpointError
 from .weights import load_backbone, weights_path
 
 RANGE_SLACK = 1.0
-"""Inputs may exceed [-1, 1] by this much (unclamped model predictions); beyond it the scale is wrong."""
+"""The target ``y`` may exceed [-1, 1] by this much; beyond it the scale is wrong ([0, 255] images)."""
+
+PREDICTION_SLACK = 9.0
+"""The prediction ``x`` may exceed [-1, 1] by this much: a network's unclamped x0 estimate strays out of
+the image range while it trains (e.g. to -2.3 a hundred steps into a dual-diffusion run) and must not stop
+the run; [0, 255] images are still caught."""
 
 
 def check_pair(x, y, channels: int) -> None:
     """Raise unless ``x`` and ``y`` are float tensors ``[B, channels, H, W]`` of one shape, roughly in
-    [-1, 1] (within ``RANGE_SLACK``, which catches [0, 255] images)."""
-    for name, t in (("x", x), ("y", y)):
+    [-1, 1] (within ``PREDICTION_SLACK`` for ``x`` and ``RANGE_SLACK`` for ``y``, which catches [0, 255]
+    images)."""
+    for name, t, slack in (("x", x, PREDICTION_SLACK), ("y", y, RANGE_SLACK)):
         _validate.tensor(name, t, ndim=4)
         if not t.is_floating_point():
             raise TypeError(f"{name} must be a float tensor of images in [-1, 1], got dtype {t.dtype}")
         if t.shape[1] != channels:
             raise ValueError(f"{name} must have shape [B, {channels}, H, W], got {tuple(t.shape)}")
-        if t.numel() and t.detach().abs().max() > 1 + RANGE_SLACK:
+        if t.numel() and t.detach().abs().max() > 1 + slack:
             raise ValueError(f"{name} must hold images in [-1, 1], got values in [{t.min():.3g}, {t.max():.3g}]; "
                              "map [0, 1] images with 2 * x - 1 and [0, 255] ones with x / 127.5 - 1")
     if x.shape != y.shape:
