@@ -38,12 +38,12 @@ import argparse
 import copy
 import json
 import os
-import platform
 import statistics
 import time
 from pathlib import Path
 
 import torch
+from timing import cpu_name, timed  # benchmarks/timing.py (this folder is on sys.path)
 from torch import nn
 
 import pdlib
@@ -64,31 +64,6 @@ LABELS = {"ddpm": "DDPM (eps)", "casdm": "Cas-DM, no metric", "casdm+lpips32": "
           "casdm+lpips224": "Cas-DM + LPIPS resized to 224 px (paper)"}
 QUICK = dict(batch=2, repeats=3, warmup=1)
 DEFAULTS = dict(batch=8, repeats=5, warmup=2)
-
-
-def _cpu_name() -> str:
-    """The processor's model name (Linux), else what ``platform`` knows."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _timed(fn, device) -> float:
-    _sync(device)
-    start = time.perf_counter()
-    fn()
-    _sync(device)
-    return time.perf_counter() - start
 
 
 def _count(module: nn.Module) -> int:
@@ -248,11 +223,11 @@ def main(argv=None) -> dict:
     for r in range(args.repeats):
         order = CONFIGS[r % len(CONFIGS):] + CONFIGS[:r % len(CONFIGS)]
         for name in order:
-            times[name].append(_timed(lambda name=name: step(name), device))
+            times[name].append(timed(lambda name=name: step(name), device))
 
     median = {n: statistics.median(v) for n, v in times.items()}
     result = {
-        "date": time.strftime("%Y-%m-%d"), "machine": _cpu_name(),
+        "date": time.strftime("%Y-%m-%d"), "machine": cpu_name(),
         "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
         "cpu_count": os.cpu_count(), "load_average_1min": os.getloadavg()[0], "torch": torch.__version__,
         "threads": torch.get_num_threads(), "device": str(device), "quick": args.quick, "image_size": SIZE,

@@ -21,12 +21,12 @@ import argparse
 import contextlib
 import json
 import os
-import platform
 import statistics
 import time
 
 import torch
 import torch.nn.functional as F
+from timing import cpu_name, timed  # benchmarks/timing.py (this folder is on sys.path)
 
 from pdlib.nets.unet import UNet
 
@@ -53,31 +53,6 @@ class _Sample(torch.nn.Module):
 
     def forward(self, x, t):
         return self.net(x, t).sample
-
-
-def _cpu_name() -> str:
-    """The processor's model name (Linux), else what ``platform`` knows."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _timed(fn, device) -> float:
-    _sync(device)
-    start = time.perf_counter()
-    fn()
-    _sync(device)
-    return time.perf_counter() - start
 
 
 def main(argv=None) -> dict:
@@ -139,10 +114,10 @@ def main(argv=None) -> dict:
         order = list(nets) if r % 2 == 0 else list(reversed(nets))
         for task, fn in tasks.items():
             for name in order:
-                times[task][name].append(_timed(lambda: fn(name), device))
+                times[task][name].append(timed(lambda: fn(name), device))
 
     result = {
-        "date": time.strftime("%Y-%m-%d"), "machine": _cpu_name(),
+        "date": time.strftime("%Y-%m-%d"), "machine": cpu_name(),
         "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
         "cpu_count": os.cpu_count(), "load_average_1min": os.getloadavg()[0],
         "torch": torch.__version__, "threads": torch.get_num_threads(), "device": str(device),

@@ -2,7 +2,6 @@
 shapes at any size, zero initialisation, no dead parameters, dependence on t, no resampling anywhere,
 parameter counts of the presets, argument errors."""
 
-import math
 
 import pytest
 import torch
@@ -11,20 +10,9 @@ from torch import nn
 
 from pdlib.nets.fixres import PRESETS, FixResCNN
 from pdlib.nets.unet import UNet
+from test_unet import randomize  # tests/ is on sys.path (no __init__.py)
 
 SMALL = dict(channels=16, num_blocks=2, groups=4)
-
-
-def randomize(net: nn.Module, seed: int = 0) -> nn.Module:
-    """Overwrite every parameter (the zero-initialised ones included) with random values of a usual scale."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in net.parameters():
-            if p.dim() > 1:
-                p.copy_(torch.randn(p.shape, generator=g) / math.sqrt(p[0].numel()))
-            else:
-                p.copy_(0.1 * torch.randn(p.shape, generator=g))
-    return net
 
 
 def inputs(b=2, c=3, h=8, w=8, seed=0):
