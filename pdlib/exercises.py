@@ -393,3 +393,38 @@ def check_mixed_mean_loss(fn: Callable, quiet: bool = False) -> CheckResult:
                                    f"{grads[1]:.3g}, on r {grads[2]:.3g}. Hint: only r may learn from L_mu: detach "
                                    "the two branch means (.detach()) before mixing them."))
     return _all("L_mu", results, quiet)
+
+
+def check_self_perceptual_inputs(fn: Callable, quiet: bool = False) -> CheckResult:
+    """``fn(x0, eps, v_hat, t, t_prime, betas) -> (x_tp, x_tp_hat)`` (self-perceptual chapter): the two inputs
+    of the frozen network, Lin & Yang 2024 eqs. 6-11: x_t = forward(x0, eps, t); x0_hat and eps_hat from the
+    v prediction at x_t; x_tp = forward(x0, eps, t'), x_tp_hat = forward(x0_hat, eps_hat, t'). Checked on a
+    zero-terminal-SNR schedule (t = T-1 included) and at t' = t, where the two must coincide (eq. 13)."""
+    from .schedules import rescale_zero_terminal_snr
+
+    betas = rescale_zero_terminal_snr(beta_schedule("linear", 50)).double()
+    p = GaussianDiffusion(betas)
+    g = torch.Generator().manual_seed(5)
+    x0, eps, v_hat = (torch.randn(6, 3, 4, 4, generator=g, dtype=torch.float64) for _ in range(3))
+    t = torch.tensor([0, 7, 20, 33, 49, 49])
+    results = []
+    for label, t_prime in (("t' drawn", torch.tensor([49, 3, 40, 33, 0, 12])), ("t' = t", t)):
+        xt = p.q_sample(x0, t, eps)
+        eps_hat, x0_hat = p.split_prediction(xt, t, v_hat, "v")
+        expected = (p.q_sample(x0, t_prime, eps), p.q_sample(x0_hat, t_prime, eps_hat))
+        hint = ("x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps; x0_hat = sqrt(abar_t) x_t - sqrt(1 - abar_t) v; "
+                "eps_hat = sqrt(abar_t) v + sqrt(1 - abar_t) x_t; then diffuse (x0, eps) and (x0_hat, eps_hat) to t'. "
+                "abar = cumprod(1 - betas). " + _BROADCAST_HINT)
+        for i, name in enumerate(("x_t' (true pair)", "x^_t' (predicted pair)")):
+            results.append(_compare(f"{name}, {label}", lambda *a, i=i: _part(fn(*a), i),
+                                    (x0, eps, v_hat, t, t_prime, betas), expected[i], hint, quiet=True))
+    return _all("self-perceptual inputs", results, quiet)
+
+
+def _part(out, i: int):
+    """Item ``i`` of a student's pair of outputs (None when they returned None)."""
+    if out is None:
+        return None
+    if not isinstance(out, (tuple, list)) or len(out) != 2:
+        raise TypeError(f"expected a pair (x_tp, x_tp_hat), got {type(out).__name__}")
+    return out[i]

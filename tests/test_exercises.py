@@ -302,6 +302,19 @@ def mixed_mean_loss_not_detached(x0, xt, t, direct, from_eps, r, betas):
     return (mean(x0) - (r * mean(direct) + (1 - r) * mean(from_eps))).pow(2).mean()
 
 
+def self_perceptual_inputs(x0, eps, v, t, t_prime, betas, *, true_noise=False):
+    abar = torch.cumprod(1 - betas, 0)
+
+    def forward(x, e, tt):
+        a = abar[tt].reshape(-1, 1, 1, 1)
+        return a.sqrt() * x + (1 - a).sqrt() * e
+
+    a = abar[t].reshape(-1, 1, 1, 1)
+    xt = forward(x0, eps, t)
+    x0_hat, eps_hat = a.sqrt() * xt - (1 - a).sqrt() * v, a.sqrt() * v + (1 - a).sqrt() * xt
+    return forward(x0, eps, t_prime), forward(x0_hat, eps if true_noise else eps_hat, t_prime)
+
+
 LATER_CHAPTER_CHECKERS = [
     (exercises.check_generator_loss, gen_loss, lambda f: -torch.nn.functional.softplus(f).mean()),  # minimax
     (exercises.check_r1_penalty, r1, lambda d, x: r1(d, x).sqrt()),
@@ -309,6 +322,8 @@ LATER_CHAPTER_CHECKERS = [
      lambda x0, xt, t, b, n: posterior_mean(x0, xt, t, b) + n * 0.1),  # noise at t = 0 and the wrong scale
     (exercises.check_weighted_learning, weighted, lambda e, n, d: 1 / (1 + math.exp(-(-d + d * e / n)))),
     (exercises.check_mixed_mean_loss, mixed_mean_loss, mixed_mean_loss_not_detached),
+    (exercises.check_self_perceptual_inputs, self_perceptual_inputs,
+     lambda *a: self_perceptual_inputs(*a, true_noise=True)),  # x0_hat re-noised with the true eps (L_sp2's half)
 ]
 
 

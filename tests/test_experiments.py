@@ -104,3 +104,19 @@ def test_unknown_experiment_and_budget():
         experiments.get("nope")
     with pytest.raises(ValueError, match="budget"):
         experiments.definition("ddpm-shapes", "huge")
+
+
+def test_results_root_reads_committed_artifacts_or_retrains_into_a_fresh_folder(monkeypatch, tmp_path):
+    """The chapters' RETRAIN switch: without it the committed folder; with it every named experiment runs
+    at the budget into a new folder (never over the committed artifacts)."""
+    ran = []
+
+    def fake_run(name, budget, out_dir, progress):
+        ran.append((name, budget, out_dir))
+        out_dir.mkdir(parents=True)
+
+    monkeypatch.setattr(experiments, "run", fake_run)
+    assert experiments.results_root("ddpm-shapes", root=tmp_path) == tmp_path and ran == []
+    fresh = experiments.results_root(("a", "b"), retrain=True, budget="smoke", root=tmp_path)
+    assert fresh != tmp_path and [(n, b) for n, b, _ in ran] == [("a", "smoke"), ("b", "smoke")]
+    assert [o for _, _, o in ran] == [fresh / "a", fresh / "b"]

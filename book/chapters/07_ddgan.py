@@ -41,7 +41,6 @@ RETRAIN = False
 PAPER_SCALE = False
 
 import math
-import tempfile
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -348,12 +347,7 @@ assert energy[0] > 0.5
 
 # %%
 NAME = "ddgan-digits"
-if RETRAIN:
-    out = Path(tempfile.mkdtemp()) / NAME
-    experiments.run(NAME, budget=BUDGET, out_dir=out, progress=False)
-    root = out.parent
-else:
-    root = RESULTS
+root = experiments.results_root(NAME, retrain=RETRAIN, budget=BUDGET, root=RESULTS)
 record = experiments.load_record(NAME, root)
 minutes = {k: v / 60 for k, v in record["train_wall_time_s"].items()}
 print(

@@ -40,7 +40,6 @@
 RETRAIN = False
 PAPER_SCALE = False
 
-import tempfile
 import time
 from pathlib import Path
 
@@ -62,12 +61,7 @@ torch.manual_seed(0)
 BUDGET = "paper" if PAPER_SCALE else "book"
 RESULTS = Path("../results")
 NAME = "lddgan-digits"
-if RETRAIN:
-    out = Path(tempfile.mkdtemp()) / NAME
-    experiments.run(NAME, budget=BUDGET, out_dir=out, progress=False)
-    root = out.parent
-else:
-    root = RESULTS
+root = experiments.results_root(NAME, retrain=RETRAIN, budget=BUDGET, root=RESULTS)
 record = experiments.load_record(NAME, root)
 print(
     f"{NAME}: commit {record['commit'][:7]}, pdlib {record['pdlib_version']}, "

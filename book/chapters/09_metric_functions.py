@@ -55,7 +55,6 @@ import copy
 import json
 import math
 import os
-import tempfile
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -70,6 +69,7 @@ from pdlib.diffusion import GaussianDiffusion
 from pdlib.experiments.metric_functions import KEPT, ROWS, SEEDS, mixing_weight_curve
 from pdlib.methods import DDPM, CasDM, DualDiffusion
 from pdlib.metrics import wilson_interval
+from pdlib.metrics.comparison import compare_rows
 from pdlib.nets import UNet
 from pdlib.perceptual import LPIPS
 from pdlib.pipeline import load_trained
@@ -82,12 +82,9 @@ torch.manual_seed(0)
 BUDGET = "paper" if PAPER_SCALE else "book"
 RESULTS = Path(os.environ.get("PDLIB_BOOK_RESULTS", "../results"))
 NAME = "metrics-shapes"
-if RETRAIN:
-    root = Path(tempfile.mkdtemp())
-    for name in (NAME, "metrics-digits"):
-        experiments.run(name, budget=BUDGET, out_dir=root / name, progress=False)
-else:
-    root = RESULTS
+root = experiments.results_root(
+    (NAME, "metrics-digits"), retrain=RETRAIN, budget=BUDGET, root=RESULTS
+)
 record = experiments.load_record(NAME, root)
 HAVE_DIGITS = (root / "metrics-digits" / "metrics.json").is_file()
 records = {NAME: record}
@@ -667,6 +664,7 @@ plt.show()
 # **exceeds the noise** when it is larger than both. It is a weak bar, deliberately so: a difference
 # that fails it is not resolved by these runs, and one that passes it is a finding worth a third seed,
 # not a proof. On the digits, whose Fréchet distances have no interval, the seed spread alone is used.
+# The rule is `pdlib.metrics.comparison.compare_rows`.
 
 # %%
 PAIRS = [
@@ -680,14 +678,8 @@ PAIRS = [
 
 def compare(summary, a, b, higher_is_better):
     """Change from row a to row b (seed means), and whether it exceeds the noise."""
-    mean_a, mean_b = (sum(summary[r]["values"]) / 2 for r in (a, b))
-    spread = max(abs(summary[r]["values"][0] - summary[r]["values"][1]) for r in (a, b))
-    half = max(h for r in (a, b) for h in summary[r]["half"])
-    diff = mean_b - mean_a
-    resolved = abs(diff) > spread and abs(diff) > half
-    better = (diff > 0) == higher_is_better
-    verdict = ("better" if better else "worse") if resolved else "unresolved"
-    return {"diff": diff, "spread": spread, "half": half, "verdict": verdict}
+    halves = [h for r in (a, b) for h in summary[r]["half"]]
+    return compare_rows(summary[a]["values"], summary[b]["values"], halves, higher_is_better)
 
 
 def print_pairs(summary, unit, higher_is_better):

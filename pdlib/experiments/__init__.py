@@ -29,6 +29,7 @@ from ..pipeline import RESULTS_DIR, checkpoint_path, export_weights, train_run
 from ..train.checkpoint import file_sha256
 
 PDLIB_DIR = Path(__file__).resolve().parents[1]
+REPO_DIR = PDLIB_DIR.parent
 #: The modules behind every training run's numbers (each experiment adds its own through ``code``).
 CORE_CODE = ("schedules", "diffusion", "pipeline", "train.trainer", "train.plan", "train.ema", "methods.base")
 
@@ -48,6 +49,8 @@ class Experiment:
     #: False for sweeps whose chapter shows only their table, or the names of the runs whose weights the
     #: chapter loads (keeps the repo small)
     keep_weights: bool | tuple = True
+    #: ``prepare(budget)`` writes what the runs read from disk (a generated data folder) before training
+    prepare: Callable[[str], None] | None = None
 
     def keeps(self, run_name: str) -> bool:
         """Whether run ``run_name``'s weights are exported with the artifacts."""
@@ -117,15 +120,20 @@ def run(name: str, budget: str = "book", out_dir=None, progress: bool = True) ->
     """Train every run of experiment ``name`` at ``budget``, export weights, evaluate, write metrics.json.
 
     Runs train in ``OUT/_work/RUN``; if a checkpoint is already there (an interrupted call), training
-    resumes from it exactly. The work folder is removed at the end."""
+    resumes from it exactly. The work folder is removed at the end. A relative ``data.root`` is read from
+    the repository's root, wherever the call is made from."""
     exp = get(name)
     recorded = definition(name, budget)
     out = Path(out_dir) if out_dir is not None else RESULTS_DIR / name
     work = out / "_work"
     out.mkdir(parents=True, exist_ok=True)
+    if exp.prepare is not None:
+        exp.prepare(budget)
     methods, wall = {}, {}
     for run_name, cfg in exp.runs(budget).items():
         cfg.out_dir = str(work / run_name)
+        if cfg.data.root is not None:
+            cfg.data.root = str(REPO_DIR / cfg.data.root)  # unchanged when already absolute
         cfg.train.progress = progress
         if cfg.init_from is not None and cfg.init_from.startswith("run:"):  # an earlier run of this experiment
             cfg.init_from = str(work / cfg.init_from.removeprefix("run:"))
@@ -163,6 +171,20 @@ def run_all(budget: str = "book", progress: bool = True) -> float:
         out = run(name, budget=budget, progress=progress)
         total += sum(json.loads((out / "metrics.json").read_text())["train_wall_time_s"].values())
     return total
+
+
+def results_root(names, *, retrain: bool = False, budget: str = "book", root=None) -> Path:
+    """Where a chapter reads the artifacts of the experiments ``names``: the committed results folder
+    ``root`` (default ``book/results``), or, with ``retrain``, a new temporary folder in which each of them
+    is first run at ``budget`` (the chapters' ``RETRAIN`` switch; the committed artifacts stay untouched)."""
+    if not retrain:
+        return Path(root or RESULTS_DIR)
+    import tempfile
+
+    fresh = Path(tempfile.mkdtemp(prefix="pdlib-results-"))
+    for name in [names] if isinstance(names, str) else names:
+        run(name, budget=budget, out_dir=fresh / name, progress=False)
+    return fresh
 
 
 def run_config(name: str, run_name: str, budget: str = "book", root=None) -> RunConfig:
@@ -218,4 +240,4 @@ def check_artifacts(root=None) -> list[str]:
     return problems
 
 
-from . import gans, images, metric_functions, recipe  # noqa: E402,F401  (register the chapters' experiments)
+from . import gans, images, metric_functions, recipe, selfperceptual  # noqa: E402,F401  (register the chapters' experiments)

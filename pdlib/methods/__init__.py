@@ -10,6 +10,7 @@ from .ddgan import DDGAN, LDDGAN, weighted_learning_weight
 from .ddpm import DDPM
 from .dual import DualDiffusion
 from .gan import GAN
+from .selfperceptual import SelfPerceptual
 
 __all__ = ["CasDM", "DDGAN", "DDPM", "DualDiffusion", "GAN", "LDDGAN", "AutoEncoderTraining", "Method",
-           "weighted_learning_weight"]
+           "SelfPerceptual", "weighted_learning_weight"]
