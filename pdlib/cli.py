@@ -28,8 +28,8 @@ def _config_args(p: argparse.ArgumentParser) -> None:
 
 
 def _label_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--label", type=_label, help="class-conditional models: a class for every sample, or 'uniform' "
-                                                "(default: the unconditional model, or uniform labels when guided)")
+    p.add_argument("--label", type=_label, help="class-conditional models: a class index for every sample, "
+                                                "'uniform' (the default) or 'none' (the unconditional model)")
     p.add_argument("--guidance-scale", type=float, metavar="W",
                    help="classifier-free guidance scale w (1 = the conditional model); labels uniform unless --label")
     p.add_argument("--guidance-rescale", type=float, default=0.0, metavar="PHI",
@@ -37,26 +37,41 @@ def _label_args(p: argparse.ArgumentParser) -> None:
 
 
 def _label(text: str):
-    """``--label``: a class index or ``"uniform"``."""
-    if text == "uniform":
+    """``--label``: a class index, ``"uniform"`` or ``"none"``."""
+    if text in ("uniform", "none"):
         return text
     try:
         return int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a class index or 'uniform', got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected a class index, 'uniform' or 'none', got {text!r}") from None
 
 
 def _with_labels(method, args):
-    """The method, or a ``LabelledSampling`` of it when labels or guidance were asked for."""
+    """The method as sampled: a ``LabelledSampling`` of a class-conditional model (uniform labels unless
+    ``--label``), or the method itself (an unconditional model, or ``--label none``)."""
     if args.guidance_rescale and args.guidance_scale is None:
         raise SystemExit("--guidance-rescale needs --guidance-scale")
-    if args.label is None and args.guidance_scale is None:
+    conditional = getattr(getattr(method, "net", None), "null_class", None) is not None
+    if args.label == "none" or (args.label is None and args.guidance_scale is None and not conditional):
+        if args.guidance_scale is not None:
+            raise SystemExit("--guidance-scale needs labels: drop --label none")
         return method
     from .guidance import LabelledSampling
 
     label = None if args.label in (None, "uniform") else args.label
     return LabelledSampling(method, label=label, guidance_scale=args.guidance_scale,
                             guidance_rescale=args.guidance_rescale)
+
+
+def _tag(method) -> str:
+    """A file-name suffix naming the labels and guidance of a ``LabelledSampling`` ("" otherwise)."""
+    if not hasattr(method, "describe"):
+        return ""
+    d = method.describe()
+    tag = f"_label-{d['labels']}"
+    if d["guidance_scale"] is not None:
+        tag += f"_w{d['guidance_scale']:g}" + (f"_rescale{d['guidance_rescale']:g}" if d["guidance_rescale"] else "")
+    return tag
 
 
 def parser() -> argparse.ArgumentParser:
@@ -158,7 +173,9 @@ def main(argv=None) -> int:
     from . import evaluation
 
     results = evaluation.evaluate(cfg, method, n_samples=args.n_samples, generator=g, out_dir=args.out,
-                                  stats_dir=cfg.eval.stats_dir)
+                                  stats_dir=cfg.eval.stats_dir, tag=_tag(method))
+    if hasattr(method, "describe"):
+        results.update(method.describe())
     print(json.dumps(results, indent=2))
     return 0
 

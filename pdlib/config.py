@@ -151,6 +151,10 @@ def validate(cfg: RunConfig) -> None:
         except (TypeError, ValueError) as err:
             raise ValueError(f"sample.steps={s.steps!r} does not fit diffusion.T={d.T}: expected null, "
                              f"a count from 1 to T or a respacing such as 'ddim25' ({err})") from None
+        if d.zero_terminal_snr and space_timesteps(d.T, s.steps)[-1] != d.T - 1:
+            raise ValueError(f"sample.steps={s.steps!r} never visits the last step t = T-1, where a zero-terminal-SNR "
+                             "schedule starts from pure noise (Lin et al. 2024): use a count such as 25, which keeps "
+                             "the first and last steps")
     _validate.positive_int("sample.n", s.n)
     _validate.positive_int("sample.batch_size", s.batch_size)
     if s.eta < 0:

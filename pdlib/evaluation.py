@@ -33,12 +33,12 @@ INCEPTION_METRICS = ("fid", "inception_score")
 
 
 def evaluate(cfg: RunConfig, method, *, n_samples: int | None = None, generator=None, progress: bool = True,
-             out_dir=None, stats_dir=None, extractor=None, extractor_name: str | None = None) -> dict:
+             out_dir=None, stats_dir=None, extractor=None, extractor_name: str | None = None, tag: str = "") -> dict:
     """Sample ``n_samples`` (explicit: from the argument or ``eval.n_samples``), save them and compute
     ``eval.metrics``.
 
     Returns ``{"n_samples": ..., "sample_seconds": ..., "samples_path": ..., metric: value, ...}``. The
-    samples go to ``out_dir`` (default ``cfg.out_dir``) as ``eval_samples_<n>.npz``. FID and IS use the
+    samples go to ``out_dir`` (default ``cfg.out_dir``) as ``eval_samples_<n><tag>.npz``. FID and IS use the
     FID Inception from ``eval.fid_weights`` (or the torch hub cache), or a stand-in ``extractor`` named
     ``extractor_name`` (see :func:`pdlib.metrics.frechet.image_statistics`); FID's reference statistics
     are cached in ``stats_dir`` (default :func:`default_stats_dir`).
@@ -61,7 +61,7 @@ def evaluate(cfg: RunConfig, method, *, n_samples: int | None = None, generator=
     samples = sample_in_batches(method, n, cfg.sample.batch_size, generator=generator, progress=progress,
                                 **sample_kwargs(cfg))
     results = {"n_samples": n, "sample_seconds": time.perf_counter() - start}
-    results["samples_path"] = str(save_samples(samples, Path(out_dir or cfg.out_dir) / f"eval_samples_{n}.npz"))
+    results["samples_path"] = str(save_samples(samples, Path(out_dir or cfg.out_dir) / f"eval_samples_{n}{tag}.npz"))
     inception = _inception_metrics(names, samples, reference, net, progress, cfg.eval.allow_small)
     for name in names:
         results[name] = inception[name] if name in inception else _metric(name, cfg, samples)

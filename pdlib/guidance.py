@@ -51,7 +51,7 @@ def classifier_free_guidance(net, y: torch.Tensor, w: float, parameterization: s
 
 class LabelledSampling(nn.Module):
     """A class-conditional method whose ``sample(n, ...)`` draws its own labels: ``label`` for every sample,
-    or (``label=None``) labels uniform over the network's classes from the sampling generator; with a
+    or (``label=None``) labels uniform over the network's classes; with a
     ``guidance_scale`` w the samples are guided (``classifier_free_guidance``, with ``guidance_rescale``).
     It lets code that asks for ``n`` samples in batches (``pdlib.pipeline.sample_in_batches``, the command
     line's ``sample`` and ``eval``) draw labelled and guided samples, e.g. to set guidance beside the
@@ -69,15 +69,26 @@ class LabelledSampling(nn.Module):
             raise ValueError(f"guidance_rescale must lie in [0, 1], got {guidance_rescale}")
         self.method, self.num_classes, self.label = method, classes, label
         self.guidance_scale, self.guidance_rescale = guidance_scale, guidance_rescale
+        self._label_generator = None
 
-    def labels(self, n: int, generator: torch.Generator | None = None, device=None) -> torch.Tensor:
-        """``n`` labels: the fixed ``label``, or uniform over the classes."""
-        device = device or next(self.method.parameters()).device
+    def labels(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``n`` labels: the fixed ``label``, or uniform over the classes, drawn on the CPU from their own
+        generator (seeded once from ``generator``'s seed), so the sampling noise does not depend on how the
+        labels were chosen."""
+        device = next(self.method.parameters()).device
         if self.label is not None:
             return torch.full((n,), self.label, dtype=torch.long, device=device)
-        return torch.randint(0, self.num_classes, (n,), generator=generator, device=device)
+        if self._label_generator is None:
+            seed = generator.initial_seed() if generator is not None else torch.seed()
+            self._label_generator = torch.Generator().manual_seed(seed + 1)
+        return torch.randint(0, self.num_classes, (n,), generator=self._label_generator).to(device)
 
     def sample(self, n: int, *, generator: torch.Generator | None = None, **kw) -> torch.Tensor:
         y = self.labels(n, generator)
         return self.method.sample(n, y=y, guidance_scale=self.guidance_scale,
                                   guidance_rescale=self.guidance_rescale, generator=generator, **kw)
+
+    def describe(self) -> dict:
+        """The labels and guidance, for a results record."""
+        return {"labels": "uniform" if self.label is None else self.label, "guidance_scale": self.guidance_scale,
+                "guidance_rescale": self.guidance_rescale}

@@ -4,9 +4,12 @@ Algorithm 1), registered with ``pdlib.pipeline``.
 The run continues an MSE-trained run: ``init_from`` names its weights (a run folder, a file or
 ``experiment:NAME/RUN``). The online network starts from them and a second copy of them becomes the
 frozen perceptual network f* (``pdlib.train.Frozen``: not trained, not in checkpoints, rebuilt from
-``init_from`` whenever the run is resumed or loaded). ``method.kwargs`` go to
+``init_from`` whenever the run is resumed or loaded), unless ``method.kwargs.perceptual_from`` names other
+weights for f* (the paper's Table 6: a self-perceptual model as f*). The other ``method.kwargs`` go to
 :class:`pdlib.methods.SelfPerceptual` (``layer``, ``t_prime``, ``distance``, ``formulation``, ...).
-Pointing ``init_from`` at a self-perceptual run repeats the process with that model as f* (Table 6).
+
+Resuming rebuilds f* from its source as it is then: do not train the source run further while a
+self-perceptual run that reads it is unfinished (the run's config cannot see the change).
 
 The command-line recipe is two chained presets: ``python -m pdlib train --config cifar10-sp-mse`` then
 ``--config cifar10-sp`` (its ``init_from`` is the first run's folder).
@@ -19,7 +22,7 @@ import inspect
 
 from .config import RunConfig
 from .methods.selfperceptual import SelfPerceptual
-from .pipeline import build_net, build_process, register_method
+from .pipeline import build_net, build_process, read_weights, register_method, resolve_weights
 
 
 def network_weights(init: dict) -> dict:
@@ -44,14 +47,19 @@ def build_self_perceptual(cfg: RunConfig, init: dict | None) -> SelfPerceptual:
                          "and the frozen perceptual network")
     options = [name for name, p in inspect.signature(SelfPerceptual).parameters.items()
                if (p.kind is p.KEYWORD_ONLY and name != "data_shape") or name in ("layer", "t_prime", "distance")]
+    options.append("perceptual_from")
     unknown = sorted(set(cfg.method.kwargs) - set(options))
     if unknown:
         raise ValueError(f"method.kwargs {unknown} are not options of self-perceptual; expected some of {options} "
                          "(the MSE run's options, such as min_snr_gamma, do not carry over)")
+    kwargs = dict(cfg.method.kwargs)
+    source = kwargs.pop("perceptual_from", None)
     net = build_net(cfg)
     net.load_state_dict(network_weights(init))
-    return SelfPerceptual(net, copy.deepcopy(net), build_process(cfg),
-                          parameterization=cfg.diffusion.parameterization, **cfg.method.kwargs)
+    frozen = copy.deepcopy(net)
+    if source is not None:
+        frozen.load_state_dict(network_weights(read_weights(resolve_weights(source))))
+    return SelfPerceptual(net, frozen, build_process(cfg), parameterization=cfg.diffusion.parameterization, **kwargs)
 
 
 __all__ = ["build_self_perceptual", "network_weights"]

@@ -133,6 +133,14 @@ def test_bad_values_are_errors_listing_the_choices(override, message):
         toy(override)
 
 
+def test_zero_terminal_snr_needs_a_spacing_that_starts_at_the_last_step():
+    zero = ("diffusion.zero_terminal_snr=true", "diffusion.parameterization=v")
+    with pytest.raises(ValueError, match="sample.steps='ddim25' never visits the last step"):
+        toy(*zero, "sample.steps=ddim25")  # range(0, 100, 4) ends at 96
+    assert toy(*zero, "sample.steps=25").sample.steps == 25  # an even spread keeps t = 0 and t = T-1
+    assert toy("sample.steps=ddim25").sample.steps == "ddim25"  # fine when the last step is not pure noise
+
+
 def test_valid_choices_load():
     assert toy("diffusion.zero_terminal_snr=true", "diffusion.parameterization=v").diffusion.zero_terminal_snr
     assert toy("eval.metrics=" + str(list(METRICS))).eval.metrics == list(METRICS)

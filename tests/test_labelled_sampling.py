@@ -4,6 +4,8 @@ call, guidance passed through) and the ``--label`` / ``--guidance-scale`` / ``--
 
 import json
 
+import numpy as np
+
 import pytest
 import torch
 from torch import nn
@@ -36,10 +38,20 @@ def test_labels_are_fixed_or_uniform_and_guidance_passes_through():
     assert call["steps"] == 7
     uniform = LabelledSampling(m)
     a = uniform.labels(600, torch.Generator().manual_seed(1))
-    b = uniform.labels(600, torch.Generator().manual_seed(1))
-    assert torch.equal(a, b) and set(a.tolist()) == {0, 1, 2}  # from the generator, over every class
+    b = LabelledSampling(m).labels(600, torch.Generator().manual_seed(1))
+    assert torch.equal(a, b) and set(a.tolist()) == {0, 1, 2}  # seeded from the generator, over every class
+    assert not torch.equal(uniform.labels(600, torch.Generator().manual_seed(1)), a)  # later batches go on
     uniform.sample(4)
     assert m.calls[-1]["guidance_scale"] is None  # labels alone: the conditional model, unguided
+    assert uniform.describe() == {"labels": "uniform", "guidance_scale": None, "guidance_rescale": 0.0}
+    assert fixed.describe()["labels"] == 2
+
+
+def test_labels_do_not_use_the_sampling_generator():
+    """The noise a seed gives must not depend on whether labels are drawn (``--label K`` vs uniform)."""
+    g = torch.Generator().manual_seed(5)
+    LabelledSampling(Recorder()).labels(10, g)
+    assert torch.equal(torch.randn(3, generator=g), torch.randn(3, generator=torch.Generator().manual_seed(5)))
 
 
 def test_bad_requests_are_refused():
@@ -64,15 +76,43 @@ def test_cli_samples_and_evaluates_a_conditional_run_with_guidance(tmp_path, mon
     assert cli.main(["sample", *common, "--n", "4", "--label", "1", "--guidance-scale", "3",
                      "--guidance-rescale", "0.7", "--out", str(grid)]) == 0
     assert grid.is_file()
-    assert cli.main(["sample", *common, "--n", "3", "--label", "uniform", "--out", str(grid)]) == 0
     with pytest.raises(SystemExit):
         cli.main(["sample", *common, "--n", "3", "--label", "red"])
-    capsys.readouterr()
-    assert cli.main(["eval", *common, "--n-samples", "6", "--guidance-scale", "2"]) == 0
-    results = json.loads(capsys.readouterr().out)
-    assert results["n_samples"] == 6 and 0 <= results["validity"] <= 1
     with pytest.raises(SystemExit, match="needs --guidance-scale"):
         cli.main(["sample", *common, "--n", "2", "--guidance-rescale", "0.7"])
+    with pytest.raises(SystemExit, match="needs labels"):
+        cli.main(["sample", *common, "--n", "2", "--label", "none", "--guidance-scale", "2"])
+
+    def evaluate(*flags):
+        capsys.readouterr()
+        assert cli.main(["eval", *common, "--n-samples", "6", *flags]) == 0
+        results = json.loads(capsys.readouterr().out)
+        return results, np.load(results["samples_path"])["arr_0"]
+
+    from pdlib.methods import DDPM
+
+    seen = []
+    original = DDPM.sample
+
+    def recording(self, n, **kw):
+        seen.append({k: kw.get(k) for k in ("y", "guidance_scale", "guidance_rescale")})
+        return original(self, n, **kw)
+
+    monkeypatch.setattr(DDPM, "sample", recording)
+    plain, x_plain = evaluate()  # a conditional run: uniform labels by default
+    assert plain["labels"] == "uniform" and plain["guidance_scale"] is None and 0 <= plain["validity"] <= 1
+    guided, x_guided = evaluate("--guidance-scale", "3", "--guidance-rescale", "0.7")
+    assert guided["samples_path"].endswith("eval_samples_6_label-uniform_w3_rescale0.7.npz")
+    assert guided["samples_path"] != plain["samples_path"]  # one does not overwrite the other
+    unconditional, x_none = evaluate("--label", "none")
+    assert "labels" not in unconditional and unconditional["samples_path"].endswith("eval_samples_6.npz")
+    plain_call, guided_call, none_call = seen
+    assert plain_call["y"] is not None and plain_call["guidance_scale"] is None
+    assert (guided_call["guidance_scale"], guided_call["guidance_rescale"]) == (3.0, 0.7)
+    assert torch.equal(plain_call["y"], guided_call["y"])  # the same labels for the same seed
+    assert none_call["y"] is None
+    again, x_again = evaluate("--label", "uniform")
+    assert np.array_equal(x_plain, x_again) and torch.equal(seen[-1]["y"], plain_call["y"])
 
 
 def test_cli_refuses_labels_for_an_unconditional_run(tmp_path, monkeypatch):

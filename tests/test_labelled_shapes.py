@@ -53,7 +53,12 @@ def test_folder_is_kept_or_refused(tmp_path):
     (tmp_path / "other").mkdir()
     with pytest.raises(FileExistsError, match="no dataset.json"):
         write_shapes_folder(tmp_path / "other", 12, size=16)
-    assert not (tmp_path / "set.partial").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["other", "set"]  # no partial folder left
+    marker = root / "dataset.json"
+    stale = json.loads(marker.read_text())
+    marker.write_text(json.dumps({**stale, "sha256": "0" * 64}))  # as if written by another shapes()
+    with pytest.raises(FileExistsError, match="another version"):
+        write_shapes_folder(root, 12, size=16)
 
 
 def test_experiment_prepares_its_data_and_reads_it_from_any_directory(tmp_path, monkeypatch):
@@ -82,3 +87,13 @@ def test_experiment_prepares_its_data_and_reads_it_from_any_directory(tmp_path, 
     assert (experiments.REPO_DIR / root / "dataset.json").is_file()
     record = json.loads((out / "metrics.json").read_text())
     assert record["config"]["cond-mse"]["data"]["root"] == root  # recorded as written, not resolved
+
+
+def test_centre_shift_measures_how_far_the_disc_moves():
+    from pdlib.experiments.selfperceptual import centre_shift
+
+    a = shapes(10, 16, generator=torch.Generator().manual_seed(0))
+    assert centre_shift(a, a) == {"mean": 0.0, "median": 0.0, "n": 10}
+    moved = centre_shift(torch.roll(a, shifts=1, dims=-1), a)  # the pairs still valid after the shift
+    assert moved["mean"] == pytest.approx(1.0) and 0 < moved["n"] <= 10
+    assert centre_shift(-torch.ones_like(a), a) == {"mean": None, "median": None, "n": 0}  # no valid pair

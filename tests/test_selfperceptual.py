@@ -459,6 +459,21 @@ def test_builder_needs_init_and_copies_it_into_both_networks(tmp_path):
     assert set(from_file.state_dict()) == set(init)
 
 
+def test_perceptual_from_sets_the_frozen_network_alone(tmp_path):
+    """Table 6: the online network starts from init_from, f* comes from perceptual_from."""
+    torch.manual_seed(0)
+    start = state_of(perturbed(build_method(cfg("method.name=ddpm")), seed=0))
+    other = perturbed(build_method(cfg("method.name=ddpm")), seed=1)
+    path = export_weights(other, tmp_path / "sp.safetensors", half=False)
+    method = build_method(cfg("method.name=self-perceptual", f"method.kwargs={{perceptual_from: '{path}'}}"), start)
+    online, frozen, want_other = method.net.state_dict(), method.perceptual_net.net.state_dict(), state_of(other.net)
+    assert all(torch.equal(v, start[f"net.{k}"]) for k, v in online.items())
+    assert all(torch.equal(v, want_other[k]) for k, v in frozen.items())
+    assert not all(torch.equal(v, start[f"net.{k}"]) for k, v in frozen.items())
+    with pytest.raises(FileNotFoundError, match="no weights"):
+        build_method(cfg("method.name=self-perceptual", "method.kwargs={perceptual_from: nowhere.safetensors}"), start)
+
+
 def test_builder_errors():
     with pytest.raises(ValueError, match="net"):
         network_weights({"theta.conv_in.weight": torch.zeros(1), "phi.conv_in.weight": torch.zeros(1)})
@@ -529,3 +544,36 @@ def test_cli_recipe_chains_the_two_shapes_presets(tmp_path, monkeypatch):
     frozen = build_method(load_config("shapes-sp", [f"out_dir={sp}", f"init_from={mse}", *small])).perceptual_net
     want = network_weights(read_weights(resolve_weights(mse)))
     assert all(torch.equal(v, want[k]) for k, v in frozen.net.state_dict().items())
+
+
+def test_dropped_labels_reach_both_networks(process):
+    """With label dropout, the frozen network sees the same (partly dropped) labels as the online one."""
+    method, _ = sp_method(process, num_classes=3, cond_drop_prob=1.0)  # every label dropped
+    y = torch.tensor([0, 1, 2, 1])
+    dropped = method.loss(images(), generator=torch.Generator().manual_seed(3), y=y)["loss"]
+    null = method.loss(images(), generator=torch.Generator().manual_seed(3), y=torch.full_like(y, 3))["loss"]
+    kept = SelfPerceptual(method.net, copy.deepcopy(method.perceptual_net.net), process, "v")
+    given = kept.loss(images(), generator=torch.Generator().manual_seed(3), y=y)["loss"]
+    assert torch.equal(dropped, null) and not torch.equal(dropped, given)
+
+
+def test_experiment_design_is_fair():
+    """sp-shapes: each SP run and its more-MSE twin start from the same MSE run with the same optimiser settings,
+    and the twin trains STEP_COST times as many steps; the ablations differ from the main SP run in one option."""
+    from pdlib.experiments import definition
+    from pdlib.experiments.selfperceptual import ABLATIONS, SEEDS, STEP_COST
+
+    runs = definition("sp-shapes", "book")
+    for seed in SEEDS:
+        for size in ("short", "long"):
+            sp, more = runs[f"sp-{size}-s{seed}"], runs[f"mse-more-{size}-s{seed}"]
+            assert sp["init_from"] == more["init_from"] == f"run:mse-{size}-s{seed}"
+            assert sp["train"] | {"steps": 0} == more["train"] | {"steps": 0}  # lr, warm-up, EMA, batch, seed
+            assert more["train"]["steps"] == round(sp["train"]["steps"] * STEP_COST)
+            assert sp["method"]["name"] == "self-perceptual" and more["method"]["name"] == "ddpm"
+            assert sp["diffusion"] == more["diffusion"] == runs[f"mse-{size}-s{seed}"]["diffusion"]
+    main = runs["sp-long-s0"]
+    for name in ABLATIONS:
+        changed = {k for k in main if runs[name][k] != main[k]} - {"name"}
+        assert changed == {"method"}, (name, changed)
+        assert runs[name]["init_from"] == "run:mse-long-s0"

@@ -11,8 +11,10 @@ command line as any folder of images.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -37,34 +39,52 @@ def colour_classes(images: torch.Tensor) -> torch.Tensor:
 
 def write_shapes_folder(root, n: int, size: int = 16, seed: int = 0) -> Path:
     """Write ``shapes(n, size)`` (generator seeded ``seed``) to ``root/<i>-<colour>/<index>.png`` with the class
-    of ``colour_classes``; ``root/dataset.json`` records what was written. An existing folder with the
-    same record is kept; anything else there is an error (nothing is overwritten). The folder appears at
-    once when complete (written beside it, then renamed), so an interrupted call leaves no partial set."""
+    of ``colour_classes``; ``root/dataset.json`` records what was written, with a SHA-256 of the images. An
+    existing folder with the same record is kept; anything else there is an error (nothing is overwritten),
+    including a folder written from another version of ``shapes`` (the images' digest differs). The set is
+    written into a fresh folder beside ``root`` and renamed when complete, so an interrupted call leaves no
+    partial set and two processes writing the same set at once do not disturb each other."""
     from PIL import Image
 
     _validate.positive_int("n", n)
     root = Path(root)
-    record = {"n": n, "size": size, "seed": seed, "folders": list(FOLDERS)}
+    images = shapes(n, size, generator=torch.Generator().manual_seed(seed))
+    pixels = ((images.permute(0, 2, 3, 1) + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).numpy()
+    record = {"n": n, "size": size, "seed": seed, "folders": list(FOLDERS),
+              "sha256": hashlib.sha256(pixels.tobytes()).hexdigest()}
+    if _check_existing(root, record):
+        return root
+    labels = colour_classes(images)
+    root.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=root.parent, prefix=f".{root.name}.partial-"))
+    try:
+        for name in FOLDERS:
+            (tmp / name).mkdir()
+        for i, (image, label) in enumerate(zip(pixels, labels.tolist())):
+            Image.fromarray(np.ascontiguousarray(image)).save(tmp / FOLDERS[label] / f"{i:06d}.png")
+        (tmp / "dataset.json").write_text(json.dumps(record))
+        try:
+            tmp.rename(root)
+        except OSError:  # another process finished first: keep its folder if it holds the same set
+            if not _check_existing(root, record):
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return root
+
+
+def _check_existing(root: Path, record: dict) -> bool:
+    """True when ``root`` already holds the set ``record`` describes; False when there is no ``root``;
+    ``FileExistsError`` when ``root`` holds something else."""
     marker = root / "dataset.json"
     if marker.is_file():
         if json.loads(marker.read_text()) != record:
-            raise FileExistsError(f"{root} holds another shapes set ({marker.read_text().strip()}); remove it or "
-                                  f"choose another folder")
-        return root
+            raise FileExistsError(f"{root} holds another shapes set or one written by another version of pdlib "
+                                  f"({marker.read_text().strip()[:200]}); remove it or choose another folder")
+        return True
     if root.exists():
         raise FileExistsError(f"{root} exists but holds no {marker.name}; remove it or choose another folder")
-    images = shapes(n, size, generator=torch.Generator().manual_seed(seed))
-    labels = colour_classes(images)
-    pixels = ((images.permute(0, 2, 3, 1) + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).numpy()
-    tmp = root.with_name(root.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    for name in FOLDERS:
-        (tmp / name).mkdir(parents=True)
-    for i, (image, label) in enumerate(zip(pixels, labels.tolist())):
-        Image.fromarray(np.ascontiguousarray(image)).save(tmp / FOLDERS[label] / f"{i:06d}.png")
-    (tmp / marker.name).write_text(json.dumps(record))
-    tmp.rename(root)
-    return root
+    return False
 
 
 __all__ = ["CLASSES", "FOLDERS", "colour_classes", "write_shapes_folder"]

@@ -120,8 +120,8 @@ def run(name: str, budget: str = "book", out_dir=None, progress: bool = True) ->
     """Train every run of experiment ``name`` at ``budget``, export weights, evaluate, write metrics.json.
 
     Runs train in ``OUT/_work/RUN``; if a checkpoint is already there (an interrupted call), training
-    resumes from it exactly. The work folder is removed at the end. A relative ``data.root`` is read from
-    the repository's root, wherever the call is made from."""
+    resumes from it exactly. The work folder is removed at the end. ``point_at_runs`` resolves the configs'
+    references to earlier runs and generated data."""
     exp = get(name)
     recorded = definition(name, budget)
     out = Path(out_dir) if out_dir is not None else RESULTS_DIR / name
@@ -132,11 +132,8 @@ def run(name: str, budget: str = "book", out_dir=None, progress: bool = True) ->
     methods, wall = {}, {}
     for run_name, cfg in exp.runs(budget).items():
         cfg.out_dir = str(work / run_name)
-        if cfg.data.root is not None:
-            cfg.data.root = str(REPO_DIR / cfg.data.root)  # unchanged when already absolute
         cfg.train.progress = progress
-        if cfg.init_from is not None and cfg.init_from.startswith("run:"):  # an earlier run of this experiment
-            cfg.init_from = str(work / cfg.init_from.removeprefix("run:"))
+        point_at_runs(cfg, lambda run: work / run)  # earlier runs of this experiment: their work folders
         trainer = train_run(cfg, resume=checkpoint_path(cfg).is_file())  # an interrupted run goes on
         wall[run_name] = round(trainer.wall_time, 1)
         if exp.keeps(run_name):
@@ -188,16 +185,29 @@ def results_root(names, *, retrain: bool = False, budget: str = "book", root=Non
 
 
 def run_config(name: str, run_name: str, budget: str = "book", root=None) -> RunConfig:
-    """The config of run ``run_name`` of experiment ``name``, ready to load its exported weights: an
-    ``init_from`` that names an earlier run of the experiment (``run:RUN``, e.g. LDDGAN's autoencoder) points
-    at that run's exported weights in the results folder ``root/NAME`` (default ``book/results``)."""
+    """The config of run ``run_name`` of experiment ``name``, ready to load its exported weights: a weights
+    source that names an earlier run of the experiment (``run:RUN``, e.g. LDDGAN's autoencoder) points at that
+    run's exported weights in the results folder ``root/NAME`` (default ``book/results``)."""
     runs = get(name).runs(budget)
     if run_name not in runs:
         raise ValueError(f"experiment {name!r} has no run {run_name!r}; its runs: {', '.join(runs)}")
     cfg = runs[run_name]
-    if cfg.init_from is not None and cfg.init_from.startswith("run:"):
-        cfg.init_from = str(Path(root or RESULTS_DIR) / name / f"{cfg.init_from.removeprefix('run:')}.safetensors")
+    point_at_runs(cfg, lambda run: Path(root or RESULTS_DIR) / name / f"{run}.safetensors")
     return cfg
+
+
+def point_at_runs(cfg: RunConfig, where: Callable[[str], Path]) -> None:
+    """Make an experiment's run config concrete, in place: each weights source that names an earlier run of the
+    same experiment (``run:RUN`` in ``init_from`` or in ``method.kwargs.perceptual_from``) becomes
+    ``where(RUN)``, and a relative ``data.root`` (a folder the experiment generates) is read from the repository's
+    root, wherever the call is made from."""
+    if cfg.data.root is not None:
+        cfg.data.root = str(REPO_DIR / cfg.data.root)  # unchanged when absolute
+    if cfg.init_from is not None and cfg.init_from.startswith("run:"):
+        cfg.init_from = str(where(cfg.init_from.removeprefix("run:")))
+    source = cfg.method.kwargs.get("perceptual_from")
+    if isinstance(source, str) and source.startswith("run:"):
+        cfg.method.kwargs = {**cfg.method.kwargs, "perceptual_from": str(where(source.removeprefix("run:")))}
 
 
 def load_record(name: str, root=None) -> dict:

@@ -66,8 +66,8 @@ class SelfPerceptual(DDPM):
                              "use parameterization='v' (the paper's) or 'x0'")
         inner = perceptual_net.net if isinstance(perceptual_net, Frozen) else perceptual_net
         if inner is net:
-            raise ValueError("perceptual_net must be a copy of net (copy.deepcopy(net)), not net itself: "
-                             "freezing it would freeze the online network too")
+            raise ValueError("perceptual_net must be a copy of net (copy.deepcopy(net)), not net itself: freezing it "
+                             "freezes the online network too (if it was already wrapped in Frozen, rebuild net)")
         if not callable(getattr(inner, "features", None)) or not hasattr(inner, "layer_names"):
             raise TypeError(f"perceptual_net needs features(x, t, layers) and layer_names (as pdlib.nets.UNet); "
                             f"got {type(inner).__name__}")
@@ -90,7 +90,7 @@ class SelfPerceptual(DDPM):
         if self.t_prime == "near":
             sign = torch.randint(0, 2, t.shape, generator=generator, device=t.device) * 2 - 1
             return (t + sign * self.near_offset).clamp(0, T - 1)
-        noise = torch.randn(t.shape, generator=generator, device=t.device, dtype=torch.float64)
+        noise = torch.randn(t.shape, generator=generator, device=t.device)
         return (t + self.normal_std * noise).round().long().clamp(0, T - 1)
 
     def feature_distance(self, pred: torch.Tensor, target: dict, t_prime: torch.Tensor, **cond) -> torch.Tensor:
@@ -121,8 +121,7 @@ class SelfPerceptual(DDPM):
         else:
             loss = (self.feature_distance(self.process.q_sample(x0_hat, t2, eps), target, t2, **cond)
                     + self.feature_distance(self.process.q_sample(x0, t2, eps_hat), target, t2, **cond))
-        target = self.process.target(x0, eps, t, self.parameterization)
-        mse = (out.detach() - target).pow(2).mean()
+        mse = (out.detach() - self.process.target(x0, eps, t, self.parameterization)).pow(2).mean()
         return {"loss": loss, "sp": loss.detach(), "mse": mse}
 
 

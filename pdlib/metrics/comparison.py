@@ -4,8 +4,9 @@ A book experiment trains each recipe ("row") with a few seeds and measures a rat
 Two kinds of noise blur a difference between two rows' seed means: the *binomial* noise of each measured
 rate (its 95 % Wilson half-width; for a mean over seeds against another such mean the standard error of the
 difference is about one run's, so one run's half-width is the yardstick) and the *seed* noise (how far
-runs that differ only in their seed land apart; with two seeds the spread is about one standard deviation
-of a difference of two-seed means). The rule of the book's chapters 9 and 10: a difference **exceeds the
+runs that differ only in their seed land apart: the range of a row's values; with two seeds it is about one
+standard deviation of a difference of two-seed means, with more seeds the range is a wider, more cautious
+bar). The rule of the book's chapters 9 and 10: a difference **exceeds the
 noise** when it is larger than both the largest seed spread and the largest half-width of the runs
 involved. It is a weak bar on purpose: a difference that fails it is not resolved, one that passes it is
 worth more seeds, not a proof.
