@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from pdlib import GaussianDiffusion
-from pdlib.schedules import rescale_zero_terminal_snr
+from pdlib.schedules import rescale_zero_terminal_snr, space_timesteps
 
 T = 100
 BETAS = np.linspace(10 * 1e-4, 10 * 0.02, T)  # linear schedule scaled by 1000/T
@@ -145,8 +145,10 @@ def test_wrong_variance_is_detected(process):
 
 
 @pytest.mark.parametrize("sampler, steps, eta", [("ddpm", None, 0.0), ("ddpm", "ddim10", 0.0), ("ddim", "ddim10", 0.0),
-                                                 ("ddim", "ddim10", 1.0)])
+                                                 ("ddim", "ddim10", 1.0), ("ddim", 10, 0.0), ("ddim", 10, 1.0)])
 def test_zero_terminal_snr_v_prediction(sampler, steps, eta):
+    """With abar_{T-1} = 0 and a v model, every sampler is finite and exact, also when it starts at the
+    pure-noise step t = T-1 itself (an integer step count keeps it; "ddim10" starts at 90)."""
     betas = rescale_zero_terminal_snr(torch.from_numpy(BETAS.copy()))
     process = GaussianDiffusion(betas)
     abar = np.cumprod(1 - betas.numpy())
@@ -155,7 +157,8 @@ def test_zero_terminal_snr_v_prediction(sampler, steps, eta):
     x = process.sample(model, (N, 2), sampler=sampler, steps=steps, eta=eta, parameterization="v",
                        generator=torch.Generator().manual_seed(77), progress=False)
     assert torch.isfinite(x).all()
-    kept = FULL if steps is None else DDIM10
+    kept = FULL if steps is None else space_timesteps(T, steps)
+    assert (kept[-1] == T - 1) == (steps in (None, 10))
     mu, std = exact_law(abar, kept, sampler, eta=eta)
     check_law(x, mu, std)
     if steps is None:
