@@ -10,7 +10,8 @@ from .ddgan import DDGAN, LDDGAN, weighted_learning_weight
 from .ddpm import DDPM
 from .dual import DualDiffusion
 from .gan import GAN
+from .latent import FlowMatching, LatentDiffusion
 from .selfperceptual import SelfPerceptual
 
-__all__ = ["CasDM", "DDGAN", "DDPM", "DualDiffusion", "GAN", "LDDGAN", "AutoEncoderTraining", "Method",
-           "SelfPerceptual", "weighted_learning_weight"]
+__all__ = ["AutoEncoderTraining", "CasDM", "DDGAN", "DDPM", "DualDiffusion", "FlowMatching", "GAN", "LDDGAN",
+           "LatentDiffusion", "Method", "SelfPerceptual", "weighted_learning_weight"]
