@@ -123,9 +123,9 @@ class RunConfig:
 def validate(cfg: RunConfig) -> None:
     """Check every section's values, and those that depend on each other (``sample.steps`` on
     ``diffusion.T``); raise ``ValueError`` naming the dotted key and the valid choices."""
-    from . import adversarial_runs, metric_runs, pipeline, selfperceptual_runs  # noqa: F401  (imported here:
-    # they import this module; adversarial_runs registers the ddgan, lddgan and autoencoder methods,
-    # metric_runs dual and casdm, selfperceptual_runs self-perceptual)
+    from . import adversarial_runs, latent_runs, metric_runs, pipeline, selfperceptual_runs  # noqa: F401
+    # (imported here: they import this module; adversarial_runs registers the ddgan, lddgan and autoencoder
+    # methods, latent_runs latent and flow, metric_runs dual and casdm, selfperceptual_runs self-perceptual)
     from .evaluation import METRICS
 
     d, s, e = cfg.diffusion, cfg.sample, cfg.eval

@@ -72,9 +72,10 @@ PRESETS.sort(key=lambda name: config_mod.load_config(name).init_from is not None
 
 def _cost(name):
     """Parameters times pixels: the relative cost of a training step (the network is built on ``meta``);
-    infinite for the adversarial presets (torchrun is checked on the UNet presets)."""
+    infinite for the adversarial presets (torchrun is checked on the UNet presets) and for chained ones (the
+    torchrun test does not train their source run)."""
     cfg = config_mod.load_config(name)
-    if cfg.model.type != "unet":
+    if cfg.model.type != "unet" or cfg.init_from is not None:  # chained presets need their source run
         return math.inf
     with torch.device("meta"):
         n_params = sum(p.numel() for p in pipeline.build_net(cfg).parameters())
