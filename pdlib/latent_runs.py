@@ -86,15 +86,17 @@ def _check_options(cfg: RunConfig, options) -> dict:
 
 # ------------------------------------------------------------------------------------ the autoencoder
 def scale_images(cfg: RunConfig) -> torch.Tensor:
-    """The images behind ``scale_factor: fit``: the generated training set, or the first ``SCALE_IMAGES``
-    images of a data set on disk. A data set's random draws (its flips) come from a generator seeded with
-    ``data.seed`` and leave the global one as it was, so every build of the run fits the same number."""
+    """The images behind ``scale_factor: fit``: the first ``SCALE_IMAGES`` training images (a generated set's
+    or a data set's on disk; enough for one standard deviation, as latent diffusion fits it on its first
+    batch, and a bounded cost each time the run is built). A data set's random draws (its flips) come from a
+    generator seeded with ``data.seed`` and leave the global one as it was, so every build fits the same
+    number."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.data.seed)
         data = build_data(cfg)
         if not isinstance(data, torch.Tensor):  # a Dataset of (image, label)
-            data = torch.stack([data[i][0] for i in range(min(SCALE_IMAGES, len(data)))])
-    return data
+            return torch.stack([data[i][0] for i in range(min(SCALE_IMAGES, len(data)))])
+    return data[:SCALE_IMAGES]
 
 
 def _scale_factor(value):
