@@ -37,9 +37,9 @@
 #
 # **Where the models come from.** `python -m pdlib experiment metrics-shapes` trained the eight rows
 # of the paper's Table 1 on 16x16 one-disc images ({doc}`05_images`), each with two seeds, and kept the
-# weights of four of them; `metrics-digits` defines the same runs on digits but has not been run at
-# the book's budget yet. This notebook reads the records and loads the kept weights to sample and
-# measure live. `RETRAIN = True` trains both here. The `metrics-shapes` record times only 8 of its 16
+# weights of four of them; `python -m pdlib experiment metrics-digits` trained the same runs on digits
+# (their numbers only are kept). This notebook reads the records and loads the kept weights to sample
+# and measure live. `RETRAIN = True` trains both here. The `metrics-shapes` record times only 8 of its 16
 # runs: its first invocation stopped in the ninth run, when an input check of LPIPS (since relaxed)
 # rejected a prediction that had strayed to -2.26, and the second invocation resumed from the saved
 # checkpoints; the runs finished before the stop kept their weights and numbers, not their minutes.
@@ -86,10 +86,7 @@ root = experiments.results_root(
     (NAME, "metrics-digits"), retrain=RETRAIN, budget=BUDGET, root=RESULTS
 )
 record = experiments.load_record(NAME, root)
-HAVE_DIGITS = (root / "metrics-digits" / "metrics.json").is_file()
-records = {NAME: record}
-if HAVE_DIGITS:
-    records["metrics-digits"] = experiments.load_record("metrics-digits", root)
+records = {name: experiments.load_record(name, root) for name in (NAME, "metrics-digits")}
 for name, rec in records.items():
     timed = {r: s for r, s in rec["train_wall_time_s"].items() if s > 0}
     minutes = sum(timed.values()) / 60
@@ -721,31 +718,60 @@ assert set(verdicts.values()) == {"unresolved"}
 # through the same 16 to 8 round trip.
 
 # %%
-if HAVE_DIGITS:
-    digit_results = records["metrics-digits"]["results"]
-    digit_rows = {}
+digit_record = records["metrics-digits"]
+digit_results = digit_record["results"]
+digit_rows = {}
+print(f"{'row':<15}{'FD s0':>8}{'FD s1':>8}{'mean':>8}{'spread':>8}{'P':>6}{'R':>6}")
+for row in ROWS:
+    q = [digit_results["runs"][f"{row}-s{s}"]["samples"] for s in SEEDS]
+    fd = [float(x["frechet"]) for x in q]
+    digit_rows[row] = {"values": fd, "half": [0.0, 0.0]}
+    p, r = (sum(x[k] for x in q) / 2 for k in ("precision", "recall"))
     print(
-        f"{'row':<15}{'FD s0':>8}{'FD s1':>8}{'mean':>8}{'spread':>8}{'P':>6}{'R':>6}"
+        f"{row:<15}{fd[0]:>8.2f}{fd[1]:>8.2f}{sum(fd) / 2:>8.2f}"
+        f"{abs(fd[0] - fd[1]):>8.2f}{p:>6.2f}{r:>6.2f}"
     )
-    for row in ROWS:
-        q = [digit_results["runs"][f"{row}-s{s}"]["samples"] for s in SEEDS]
-        fd = [float(x["frechet"]) for x in q]
-        digit_rows[row] = {"values": fd, "half": [0.0, 0.0]}
-        p, r = (sum(x[k] for x in q) / 2 for k in ("precision", "recall"))
-        print(
-            f"{row:<15}{fd[0]:>8.2f}{fd[1]:>8.2f}{sum(fd) / 2:>8.2f}"
-            f"{abs(fd[0] - fd[1]):>8.2f}{p:>6.2f}{r:>6.2f}"
-        )
-        assert all(v >= 0 for v in fd) and 0 <= p <= 1 and 0 <= r <= 1
-    floor = digit_results["round_trip_floor"]
-    print(f"{'floor':<15}{floor['frechet']:>8.2f}")
-    comparisons["metrics-digits"] = print_pairs(digit_rows, "Frechet", False)
-else:
-    print("metrics-digits has no record yet: the verdict below uses the discs only")
+    assert all(v >= 0 for v in fd) and 0 <= p <= 1 and 0 <= r <= 1
+floor = digit_results["round_trip_floor"]
+print(f"{'floor':<15}{floor['frechet']:>8.2f}")
+comparisons["metrics-digits"] = print_pairs(digit_rows, "Frechet", False)
+plain_floor = digit_results["runs"]["ddpm-eps-s0"]["floor"]["frechet"]
+print(f"training digits against held-out digits, both at 8x8 (no round trip): {plain_floor:.1f}")
+# what the text below says
+means = {row: sum(v["values"]) / 2 for row, v in digit_rows.items()}
+assert 150 < floor["frechet"] and plain_floor < 10
+assert all(floor["frechet"] < m < floor["frechet"] + 60 for m in means.values())
+assert min(means, key=means.get) in ("ddpm-x0", "ddpm-x0-lpips")
+assert max(means, key=means.get) in ("dual", "ddpm-eps")
+digit_verdicts = {pair: c["verdict"] for pair, c in comparisons["metrics-digits"].items()}
+assert digit_verdicts == {
+    ("ddpm-x0", "ddpm-x0-lpips"): "unresolved",
+    ("dual", "dual-lpips"): "better",
+    ("casdm", "casdm-lpips"): "unresolved",
+    ("casdm", "casdm-fixres"): "unresolved",
+    ("ddpm-eps", "casdm"): "better",
+}
+dual_fd = digit_rows["dual-lpips"]["values"]
+assert abs(dual_fd[0] - dual_fd[1]) > 5  # the LPIPS gain of dual diffusion sits in one seed
 
 # %% [markdown]
-# The digits experiment is defined (and runs at the smoke budget in the tests) but has not been run at
-# the book's budget yet: the cell above prints so, and the comparison below uses the discs alone.
+# First, what the digits measure can and cannot see. The models train on the 8x8 digits enlarged to
+# 16x16 (LPIPS needs the larger size) and their samples are brought back to 8x8 for the classifier. That
+# round trip alone costs most of the distance: training digits sent through it land at 182 from the
+# held-out digits, against 5.9 without it. Every row sits 20 to 48 above that floor, so the models'
+# own errors are a small part of each number, and a better-designed measure would send the held-out
+# reference through the same round trip (a change for the next run of this experiment). Read the table
+# for its ordering, not its size.
+#
+# The ordering agrees with the discs. $x_0$ mode, with or without LPIPS, comes closest (203-205);
+# dual diffusion (230) and the $\epsilon$-mode DDPM (227) are furthest; Cas-DM lies between (222). Two
+# comparisons pass the rule. Cas-DM beats its own $\epsilon$ network (-4.8 against a seed spread of
+# 3.0), the effect that was large on the discs and is small here. Dual diffusion with LPIPS beats dual
+# diffusion without it (-10.8 against 9.4), narrowly, and the gain comes from one seed (224 and 215):
+# the same pattern as on the discs, where one dual + LPIPS seed reached 53 % and its twin 21 %. The
+# FD has no binomial interval, so the seed spread is the only yardstick, and with two seeds it is a
+# weak one. The LPIPS terms of $x_0$ mode and Cas-DM, and Fix-Res against UNet for $\phi$, stay
+# unresolved.
 #
 # ### The Table 2 question: does the metric help consistently?
 #
@@ -780,8 +806,10 @@ assert paper_pattern == (
 )
 
 # %% [markdown]
-# At this scale LPIPS did not measurably help any family, Cas-DM included, so Table 2's pattern is not
-# reproduced. That is a statement about our runs, not a refutation. The two seeds, 512 samples and
+# At this scale LPIPS did not help any family on both data sets, Cas-DM included, so Table 2's pattern is
+# not reproduced. The one resolved LPIPS gain (dual diffusion on digits) rests on one seed; the paper,
+# too, finds that LPIPS helps dual diffusion on some data sets (CIFAR-10, ImageNet) and not on others.
+# That is a statement about our runs, not a refutation. The two seeds, 512 samples and
 # 800 steps per run resolve differences of a few points at best, while the paper's LPIPS effects for
 # Cas-DM are FID changes of 0.1-0.8 after 400k steps, measured on 50k samples. Our Cas-DM rows already
 # draw about 90 % valid discs without the metric, which leaves LPIPS little to fix on this data. What
@@ -1079,3 +1107,7 @@ else:
 # - At CPU scale, with two seeds per row, a difference counts only if it exceeds both the seed spread
 #   and the binomial half-width; the paper's claim is about consistency across data sets, so the check
 #   has to be made on each.
+# - Our runs on discs and on digits order the rows alike: $x_0$ mode first, Cas-DM next, the
+#   $\epsilon$-mode DDPM and dual diffusion last. Cas-DM beats its own $\epsilon$ network on both (by
+#   far on the discs, narrowly on the digits, whose measure is dominated by the 8 to 16 to 8
+#   resampling); no LPIPS effect holds on both data sets, so Table 2's pattern is not reproduced here.
