@@ -39,9 +39,10 @@ BASE_STEPS = {"smoke": {"short": 4, "long": 6}, "book": {"short": 600, "long": 2
               "paper": {"short": 20000, "long": 100000}}
 SP_STEPS = {"smoke": {"short": 2, "long": 2}, "book": {"short": 300, "long": 600},
             "paper": {"short": 5000, "long": 20000}}
-#: Seconds per SP step relative to an MSE step (0.65M UNet, batch 64, 16x16, 2 threads): the MSE
-#: continuation gets this many times the SP steps, so both continuations train for equal minutes.
-STEP_COST = 1.25
+#: Seconds per SP step (mid block) relative to an MSE step: 1.34, measured by ``benchmarks/sp_cost.py --batch 64
+#: --repeats 10 --threads 2`` on the 2-core machine (``benchmarks/results/sp_cost.json``; the multiply-accumulate
+#: count predicts 1.33). The MSE continuation gets this many times the SP steps: equal minutes.
+STEP_COST = 1.34
 SEEDS = (0, 1)
 SAMPLER_STEPS = {"smoke": (2, 3), "book": (5, 10, 25, 50), "paper": (5, 10, 25, 50)}
 ATTRIBUTE_STEPS = {"smoke": 2, "book": 25, "paper": 25}
