@@ -36,14 +36,11 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
-import os
 import statistics
-import time
 from pathlib import Path
 
 import torch
-from timing import cpu_name, interleaved_times  # benchmarks/timing.py (this folder is on sys.path)
+from timing import interleaved_times, machine_facts, write_results  # benchmarks/timing.py (this folder is on sys.path)
 from torch import nn
 
 import pdlib
@@ -221,23 +218,14 @@ def main(argv=None) -> dict:
 
     median = {n: statistics.median(v) for n, v in times.items()}
     result = {
-        "date": time.strftime("%Y-%m-%d"), "machine": cpu_name(),
-        "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
-        "cpu_count": os.cpu_count(), "load_average_1min": os.getloadavg()[0], "torch": torch.__version__,
-        "threads": torch.get_num_threads(), "device": str(device), "quick": args.quick, "image_size": SIZE,
+        **machine_facts(device), "quick": args.quick, "image_size": SIZE,
         "batch": args.batch, "repeats": args.repeats, "warmup": args.warmup, "net": args.net, "phi": args.phi,
         "fixres_preset": args.fixres_preset if args.phi == "fixres" else None, **facts,
         "median_s": median, "times_s": times,
         "ratio": {"over_ddpm": {n: median[n] / median["ddpm"] for n in CONFIGS},
                   "over_casdm": {n: median[n] / median["casdm"] for n in CONFIGS}},
     }
-    table = markdown(result)
-    print(table)
-    json_path.parent.mkdir(parents=True, exist_ok=True)
-    json_path.write_text(json.dumps(result, indent=2) + "\n")
-    md_path.parent.mkdir(parents=True, exist_ok=True)
-    md_path.write_text(table)
-    print(f"wrote {json_path} and {md_path}")
+    write_results(result, markdown(result), json_path, md_path)
     return result
 
 

@@ -48,15 +48,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
-import json
-import os
 import statistics
-import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from timing import cpu_name, interleaved_times  # benchmarks/timing.py (this folder is on sys.path)
+from timing import interleaved_times, machine_facts, write_results  # benchmarks/timing.py (this folder is on sys.path)
 from torch import nn
 
 from pdlib.diffusion import GaussianDiffusion
@@ -366,10 +363,7 @@ def main(argv=None) -> dict:
 
     median = {n: statistics.median(v) for n, v in times.items()}
     result = {
-        "date": time.strftime("%Y-%m-%d"), "machine": cpu_name(),
-        "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
-        "cpu_count": os.cpu_count(), "load_average_1min": os.getloadavg()[0], "torch": torch.__version__,
-        "threads": torch.get_num_threads(), "device": str(device), "quick": args.quick, "image_size": args.size,
+        **machine_facts(device), "quick": args.quick, "image_size": args.size,
         "batch": args.batch, "repeats": args.repeats, "warmup": args.warmup, "net": args.net, "amp": args.amp,
         "channels_last": args.channels_last, "T": T, "parameterization": "v",
         "schedule": "linear, rescaled to zero terminal SNR", **facts, "equal_work_check": check,
@@ -377,13 +371,7 @@ def main(argv=None) -> dict:
         "ratio": {"over_mse": {n: median[n] / median["mse"] for n in CONFIGS},
                   "over_algorithm1": {n: median[n] / median["algorithm1"] for n in CONFIGS}},
     }
-    table = markdown(result)
-    print(table)
-    json_path.parent.mkdir(parents=True, exist_ok=True)
-    json_path.write_text(json.dumps(result, indent=2) + "\n")
-    md_path.parent.mkdir(parents=True, exist_ok=True)
-    md_path.write_text(table)
-    print(f"wrote {json_path} and {md_path}")
+    write_results(result, markdown(result), json_path, md_path)
     return result
 
 

@@ -47,3 +47,25 @@ def interleaved_times(step, names, *, warmup: int, repeats: int, device) -> dict
         for name in names[r % len(names):] + names[:r % len(names)]:
             times[name].append(timed(lambda name=name: step(name), device))
     return times
+
+
+def machine_facts(device: torch.device) -> dict:
+    """Where and when a benchmark ran: date, processor, GPU, cores, load, torch version, threads, device."""
+    import os
+
+    return {"date": time.strftime("%Y-%m-%d"), "machine": cpu_name(),
+            "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+            "cpu_count": os.cpu_count(), "load_average_1min": os.getloadavg()[0], "torch": torch.__version__,
+            "threads": torch.get_num_threads(), "device": str(device)}
+
+
+def write_results(result: dict, table: str, json_path, md_path) -> None:
+    """Print the markdown ``table`` and write it and the JSON ``result`` to their files."""
+    import json
+    from pathlib import Path
+
+    print(table)
+    for path, text in ((Path(json_path), json.dumps(result, indent=2) + "\n"), (Path(md_path), table)):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    print(f"wrote {json_path} and {md_path}")
