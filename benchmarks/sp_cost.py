@@ -53,7 +53,8 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from timing import interleaved_times, machine_facts, write_results  # benchmarks/timing.py (this folder is on sys.path)
+from timing import (add_step_timing_args, interleaved_times, machine_facts,  # benchmarks/timing.py (on sys.path)
+                    resolve_step_timing_args, write_results)
 from torch import nn
 
 from pdlib.diffusion import GaussianDiffusion
@@ -305,34 +306,16 @@ def markdown(result: dict) -> str:
 
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--batch", type=int, default=None, help=f"batch size (default {DEFAULTS['batch']}, "
-                                                             f"--quick {QUICK['batch']})")
-    ap.add_argument("--repeats", type=int, default=None, help="timed repeats per configuration")
-    ap.add_argument("--warmup", type=int, default=None, help="untimed steps per configuration")
-    ap.add_argument("--device", default="cpu")
-    ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: unchanged)")
+    add_step_timing_args(ap, DEFAULTS, QUICK)
     ap.add_argument("--net", default="cpu-small", choices=sorted(UNET_PRESETS), help="UNet preset")
     ap.add_argument("--size", type=int, default=None, help="image size (default 16 for cpu-small, else 32)")
     ap.add_argument("--amp", default="none", choices=("none", "bf16"),
                     help="bf16: run the loss under torch.autocast(device, dtype=torch.bfloat16)")
     ap.add_argument("--channels-last", action="store_true", help="channels_last methods and batch")
-    ap.add_argument("--quick", action="store_true", help="batch 4, 3 repeats, 1 warm-up (under a minute on 2 cores)")
-    ap.add_argument("--json", default=None, metavar="OUT", help="JSON output (default under benchmarks/results/)")
-    ap.add_argument("--markdown", default=None, metavar="OUT", help="markdown output (default next to the JSON)")
     args = ap.parse_args(argv)
-    for key, value in (QUICK if args.quick else DEFAULTS).items():
-        if getattr(args, key) is None:
-            setattr(args, key, value)
-    for key in ("batch", "repeats"):
-        if getattr(args, key) < 1:
-            ap.error(f"--{key} must be >= 1")
-    if args.warmup < 0:
-        ap.error("--warmup must be >= 0")
+    json_path, md_path = resolve_step_timing_args(ap, args, DEFAULTS, QUICK, RESULTS, "sp_cost")
     if args.size is None:
         args.size = 16 if args.net == "cpu-small" else 32
-    stem = "sp_cost_quick" if args.quick else "sp_cost"
-    json_path = Path(args.json) if args.json else RESULTS / f"{stem}.json"
-    md_path = Path(args.markdown) if args.markdown else json_path.with_suffix(".md")
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -69,3 +69,36 @@ def write_results(result: dict, table: str, json_path, md_path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
     print(f"wrote {json_path} and {md_path}")
+
+
+def add_step_timing_args(ap, defaults: dict, quick: dict) -> None:
+    """The options every step-timing benchmark takes: batch, repeats, warm-up, device, threads, --quick and the
+    output files (``defaults`` and ``quick``: the batch / repeats / warmup of a full and of a quick run)."""
+    ap.add_argument("--batch", type=int, default=None,
+                    help=f"batch size (default {defaults['batch']}, --quick {quick['batch']})")
+    ap.add_argument("--repeats", type=int, default=None, help="timed repeats per configuration")
+    ap.add_argument("--warmup", type=int, default=None, help="untimed steps per configuration")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: unchanged)")
+    ap.add_argument("--quick", action="store_true", help=f"batch {quick['batch']}, {quick['repeats']} repeats, "
+                                                         f"{quick['warmup']} warm-up (under a minute on 2 cores)")
+    ap.add_argument("--json", default=None, metavar="OUT", help="JSON output (default under benchmarks/results/)")
+    ap.add_argument("--markdown", default=None, metavar="OUT", help="markdown output (default next to the JSON)")
+
+
+def resolve_step_timing_args(ap, args, defaults: dict, quick: dict, results_dir, stem: str):
+    """Fill the batch / repeats / warmup left unset, check them, and return ``(json_path, md_path)``: under
+    ``results_dir`` as ``STEM.json`` (``STEM_quick.json`` for --quick, so a quick run never overwrites a
+    measurement) unless given."""
+    from pathlib import Path
+
+    for key, value in (quick if args.quick else defaults).items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    for key in ("batch", "repeats"):
+        if getattr(args, key) < 1:
+            ap.error(f"--{key} must be >= 1")
+    if args.warmup < 0:
+        ap.error("--warmup must be >= 0")
+    json_path = Path(args.json) if args.json else Path(results_dir) / f"{stem}{'_quick' if args.quick else ''}.json"
+    return json_path, Path(args.markdown) if args.markdown else json_path.with_suffix(".md")
