@@ -36,11 +36,10 @@ from __future__ import annotations
 
 import argparse
 import copy
-import statistics
 from pathlib import Path
 
 import torch
-from timing import (add_step_timing_args, interleaved_times, machine_facts,  # benchmarks/timing.py (on sys.path)
+from timing import (add_step_timing_args, machine_facts, time_training_steps,  # benchmarks/timing.py (on sys.path)
                     resolve_step_timing_args, write_results)
 from torch import nn
 
@@ -188,18 +187,8 @@ def main(argv=None) -> dict:
     methods, opts, facts = build(args, device)
     g = torch.Generator().manual_seed(1)
     x0 = (torch.rand(args.batch, CHANNELS, SIZE, SIZE, generator=g) * 2 - 1).to(device)
-    gens = {name: torch.Generator(device=device) for name in CONFIGS}
-
-    def step(name: str) -> None:
-        opts[name].zero_grad(set_to_none=True)
-        methods[name].loss(x0, generator=gens[name])["loss"].backward()
-        opts[name].step()
-
-    for name in CONFIGS:
-        gens[name].manual_seed(0)
-    times = interleaved_times(step, CONFIGS, warmup=args.warmup, repeats=args.repeats, device=device)
-
-    median = {n: statistics.median(v) for n, v in times.items()}
+    times, median = time_training_steps({n: methods[n] for n in CONFIGS}, opts, x0, warmup=args.warmup,
+                                        repeats=args.repeats, device=device)
     result = {
         **machine_facts(device), "quick": args.quick, "image_size": SIZE,
         "batch": args.batch, "repeats": args.repeats, "warmup": args.warmup, "net": args.net, "phi": args.phi,

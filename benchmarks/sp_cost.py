@@ -48,12 +48,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
-import statistics
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from timing import (add_step_timing_args, interleaved_times, machine_facts,  # benchmarks/timing.py (on sys.path)
+from timing import (add_step_timing_args, machine_facts, time_training_steps,  # benchmarks/timing.py (on sys.path)
                     resolve_step_timing_args, write_results)
 from torch import nn
 
@@ -326,25 +325,13 @@ def main(argv=None) -> dict:
     if args.channels_last:
         x0 = x0.to(memory_format=torch.channels_last)
     check = equal_work_check(methods, x0, device)
-    gens = {name: torch.Generator(device=device) for name in CONFIGS}
-
     def autocast():
         if args.amp == "bf16":
             return torch.autocast(device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
-    def step(name: str) -> None:
-        opts[name].zero_grad(set_to_none=True)
-        with autocast():
-            loss = methods[name].loss(x0, generator=gens[name])["loss"]
-        loss.backward()
-        opts[name].step()
-
-    for name in CONFIGS:
-        gens[name].manual_seed(0)
-    times = interleaved_times(step, CONFIGS, warmup=args.warmup, repeats=args.repeats, device=device)
-
-    median = {n: statistics.median(v) for n, v in times.items()}
+    times, median = time_training_steps({n: methods[n] for n in CONFIGS}, opts, x0, warmup=args.warmup,
+                                        repeats=args.repeats, device=device, autocast=autocast)
     result = {
         **machine_facts(device), "quick": args.quick, "image_size": args.size,
         "batch": args.batch, "repeats": args.repeats, "warmup": args.warmup, "net": args.net, "amp": args.amp,

@@ -102,3 +102,25 @@ def resolve_step_timing_args(ap, args, defaults: dict, quick: dict, results_dir,
         ap.error("--warmup must be >= 0")
     json_path = Path(args.json) if args.json else Path(results_dir) / f"{stem}{'_quick' if args.quick else ''}.json"
     return json_path, Path(args.markdown) if args.markdown else json_path.with_suffix(".md")
+
+
+def time_training_steps(methods: dict, optimizers: dict, x0: torch.Tensor, *, warmup: int, repeats: int, device,
+                        autocast=None) -> tuple[dict, dict]:
+    """Time one training step (``method.loss(x0)``, backward, ``optimizer.step()``) of every method, interleaved
+    (``interleaved_times``), each drawing from its own generator seeded 0; ``autocast()`` (optional) wraps the
+    loss. Returns ``(times, medians)``, both keyed by the methods' names, in seconds."""
+    import contextlib
+    import statistics
+
+    autocast = autocast or contextlib.nullcontext
+    gens = {name: torch.Generator(device=device).manual_seed(0) for name in methods}
+
+    def step(name: str) -> None:
+        optimizers[name].zero_grad(set_to_none=True)
+        with autocast():
+            loss = methods[name].loss(x0, generator=gens[name])["loss"]
+        loss.backward()
+        optimizers[name].step()
+
+    times = interleaved_times(step, methods, warmup=warmup, repeats=repeats, device=device)
+    return times, {name: statistics.median(v) for name, v in times.items()}
