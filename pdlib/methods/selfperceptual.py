@@ -48,7 +48,7 @@ class SelfPerceptual(DDPM):
         layer: ``"mid"`` (the paper's choice), ``"encoder"``, ``"decoder"``, ``"encoder+mid"`` (Table 2),
             or a sequence of ``perceptual_net.layer_names``; distances of several layers are summed.
         t_prime: how t' is drawn (Table 3): ``"uniform"`` on {0..T-1}; ``"near"``: t + or - ``near_offset``
-            (sign at random); ``"normal"``: round(N(t, ``normal_std``^2)); both clamped to [0, T-1]. The paper
+            (sign at random); ``"normal"``: ``round(N(t, normal_std ** 2))``; both clamped to [0, T-1]. The paper
             writes N(t, 100); we read 100 as the standard deviation (a spread of 10 steps would sit inside
             its t +- 40 row).
         distance: ``"mse"`` (mean squared, the paper) or ``"mae"`` (mean absolute) over feature elements.
