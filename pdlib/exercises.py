@@ -428,3 +428,39 @@ def _part(out, i: int):
     if not isinstance(out, (tuple, list)) or len(out) != 2:
         raise TypeError(f"expected a pair (x_tp, x_tp_hat), got {type(out).__name__}")
     return out[i]
+
+
+def check_lpl_layer_term(fn: Callable, quiet: bool = False) -> CheckResult:
+    """``fn(pred, target, keep) -> Tensor[B]`` (latent-perceptual-loss chapter): the term of one decoder map in
+    the LPL (Berrada Ifriqi et al. 2025, eq. 3) before its depth weight. ``pred`` and ``target`` are the
+    feature maps ``[B, C, H, W]`` of the predicted and the true latent, ``keep`` the bool outlier mask of
+    ``pred`` (False at outliers). Per sample and channel, the mean and ``sqrt(var + NORM_EPS)`` of ``pred`` over
+    the *kept* positions (population variance) standardise both maps; the squared difference is zeroed where
+    ``keep`` is False, averaged over all ``H * W`` positions, then over the channels. Checked against
+    ``pdlib.perceptual.LatentPerceptualLoss`` on random maps with planted outliers (the mask from
+    ``pdlib.perceptual.lpl.outlier_mask``) and with a mask that keeps everything."""
+    from torch import nn
+
+    from .perceptual.lpl import LatentPerceptualLoss, outlier_mask
+
+    class MapsAsLatents(nn.Module):  # a "decoder" whose only feature map is its input: LPL on the maps themselves
+        def decoder_features(self, z):
+            return [z]
+
+    loss = LatentPerceptualLoss(MapsAsLatents(), snr_threshold=None)
+    plain = LatentPerceptualLoss(MapsAsLatents(), snr_threshold=None, outlier_mask=False)
+    results = []
+    for seed, shape in ((6, (6, 3, 24, 24)), (7, (4, 5, 32, 32))):
+        g = torch.Generator().manual_seed(seed)
+        target = torch.randn(shape, generator=g, dtype=torch.float64)
+        pred = 1.5 * target + 0.5 * torch.randn(shape, generator=g, dtype=torch.float64) + 0.3
+        pred[:, :, 1:4, 2:5] += 12.0  # a 3x3 blob of outliers (under 2 % of the positions): the mask removes it
+        pred[::2, :, 15:17, 9:11] -= 12.0  # a 2x2 one in every other sample, which the closing keeps
+        hint = ("take the mean and sqrt(var + 1e-6) of pred over the kept positions only (per sample and channel, "
+                "population variance), standardise BOTH maps with them, square the difference, zero it where keep "
+                "is False, then average over all H * W positions (masked ones count as 0) and over the channels.")
+        for label, keep, expected in (("outliers masked", outlier_mask(pred), loss(pred, target)),
+                                      ("nothing masked", torch.ones(shape, dtype=torch.bool), plain(pred, target))):
+            results.append(_compare(f"LPL layer term {list(shape)}, {label}", fn, (pred, target, keep), expected,
+                                    hint, quiet=True))
+    return _all("LPL layer term", results, quiet)

@@ -315,6 +315,28 @@ def self_perceptual_inputs(x0, eps, v, t, t_prime, betas, *, true_noise=False):
     return forward(x0, eps, t_prime), forward(x0_hat, eps if true_noise else eps_hat, t_prime)
 
 
+def lpl_layer_term(pred, target, keep, *, stats="predicted", kept_mean=False):
+    """One map's LPL term: standardise with pred's statistics over the kept positions, square, mask, mean over
+    all positions, mean over channels. The keywords give plausible wrong versions."""
+    w = keep.to(pred.dtype)
+
+    def standardiser(f, mask):
+        n = mask.sum((-2, -1), keepdim=True).clamp_min(1)
+        mean = (f * mask).sum((-2, -1), keepdim=True) / n
+        var = ((f - mean) ** 2 * mask).sum((-2, -1), keepdim=True) / n
+        return lambda x: (x - mean) / torch.sqrt(var + 1e-6)
+
+    if stats == "predicted":
+        sp = st = standardiser(pred, w)
+    elif stats == "separate":
+        sp, st = standardiser(pred, w), standardiser(target, w)
+    else:  # "all positions": the outliers inflate the statistics
+        sp = st = standardiser(pred, torch.ones_like(w))
+    sq = (st(target) - sp(pred)) ** 2 * w
+    spatial = sq.sum((-2, -1)) / w.sum((-2, -1)).clamp_min(1) if kept_mean else sq.mean((-2, -1))
+    return spatial.mean(1)
+
+
 LATER_CHAPTER_CHECKERS = [
     (exercises.check_generator_loss, gen_loss, lambda f: -torch.nn.functional.softplus(f).mean()),  # minimax
     (exercises.check_r1_penalty, r1, lambda d, x: r1(d, x).sqrt()),
@@ -324,6 +346,8 @@ LATER_CHAPTER_CHECKERS = [
     (exercises.check_mixed_mean_loss, mixed_mean_loss, mixed_mean_loss_not_detached),
     (exercises.check_self_perceptual_inputs, self_perceptual_inputs,
      lambda *a: self_perceptual_inputs(*a, true_noise=True)),  # x0_hat re-noised with the true eps (L_sp2's half)
+    (exercises.check_lpl_layer_term, lpl_layer_term,
+     lambda *a: lpl_layer_term(*a, stats="separate")),  # each map its own statistics (the paper's ablation)
 ]
 
 
@@ -336,3 +360,22 @@ def test_later_chapter_checkers(checker, right, wrong, capsys):
         raise NotImplementedError
 
     assert "not implemented" in checker(stub, quiet=True).message
+
+
+@pytest.mark.parametrize("wrong", [dict(stats="all positions"), dict(kept_mean=True)])
+def test_lpl_layer_term_rejects_mask_mistakes(wrong):
+    """Statistics over every position (outliers included), and a mean over the kept positions only, both fail."""
+    result = exercises.check_lpl_layer_term(lambda *a: lpl_layer_term(*a, **wrong), quiet=True)
+    assert not result and "Hint" in result.message and "outliers masked" in result.message
+
+
+def test_lpl_layer_term_masks_something():
+    """The planted 3x3 blob is masked, so the masked cases really test the mask."""
+    seen = []
+
+    def spy(pred, target, keep):
+        seen.append(int((~keep).sum()))
+        return lpl_layer_term(pred, target, keep)
+
+    assert exercises.check_lpl_layer_term(spy, quiet=True)
+    assert seen[0] > 0 and seen[2] > 0 and seen[1] == seen[3] == 0
