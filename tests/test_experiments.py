@@ -65,6 +65,17 @@ def test_record_adds_up_and_lists_its_files(smoke_digits):
     assert experiments.check_artifacts(smoke_digits) == []
 
 
+def test_record_summary_counts_only_the_timed_runs():
+    record = {"experiment": "demo", "commit": "0123abcdef", "pdlib_version": "0.1.0", "budget": "book",
+              "machine": "x86_64, 2 threads, cpu", "train_wall_time_s": {"a": 90.0, "b": 0.0, "c": 30.0},
+              "evaluate_wall_time_s": 12.0}
+    assert experiments.record_summary(record) == ("demo: commit 0123abc, pdlib 0.1.0, budget book, x86_64, 2 "
+                                                  "threads, cpu; 3 runs, 2 of them trained in 2.0 min, evaluated "
+                                                  "in 0.2 min")
+    record["train_wall_time_s"]["b"] = 60.0
+    assert "; 3 runs trained in 3.0 min," in experiments.record_summary(record)
+
+
 @pytest.mark.parametrize("change, expected", [
     (lambda r: r.update(commit="0123abc+dirty"), "uncommitted tree"),
     (lambda r: r["config"]["ddpm"]["train"].update(steps=5), "recorded config differs"),

@@ -88,13 +88,7 @@ root = experiments.results_root(
 record = experiments.load_record(NAME, root)
 records = {name: experiments.load_record(name, root) for name in (NAME, "metrics-digits")}
 for name, rec in records.items():
-    timed = {r: s for r, s in rec["train_wall_time_s"].items() if s > 0}
-    minutes = sum(timed.values()) / 60
-    print(
-        f"{name}: commit {rec['commit'][:7]}, pdlib {rec['pdlib_version']}, "
-        f"budget {rec['budget']}, {rec['machine']}; {len(rec['config'])} runs, "
-        f"{len(timed)} of them timed: {minutes:.1f} min"
-    )
+    print(experiments.record_summary(rec))
     assert set(rec["config"]) == {f"{r}-s{s}" for r in ROWS for s in SEEDS}
 
 

@@ -85,12 +85,7 @@ lost = sorted(run for run, seconds in wall.items() if seconds == 0)  # resumed o
 per_step = sum(wall[f"mse-short-s{s}"] for s in SEEDS) / sum(record["config"][f"mse-short-s{s}"]["train"]["steps"]
                                                               for s in SEEDS)
 estimate = {run: per_step * record["config"][run]["train"]["steps"] for run in lost}
-print(
-    f"{NAME}: commit {record['commit'][:7]}, pdlib {record['pdlib_version']}, "
-    f"budget {record['budget']}, {record['machine']}; {len(record['config'])} runs, "
-    f"{len(wall) - len(lost)} of them trained in {sum(wall.values()) / 60:.0f} min by the record; "
-    f"evaluated in {record['evaluate_wall_time_s'] / 60:.0f} min"
-)
+print(experiments.record_summary(record))
 print(f"no minutes recorded for {', '.join(lost)}: about {sum(estimate.values()) / 60:.0f} min together, "
       f"estimated at the 600-step MSE runs' {per_step:.3f} s per step")
 if not RETRAIN:

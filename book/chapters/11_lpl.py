@@ -87,13 +87,7 @@ NAME = "lpl-shapes"
 root = experiments.results_root(NAME, retrain=RETRAIN, budget=BUDGET, root=RESULTS)
 record = experiments.load_record(NAME, root)
 results = record["results"]
-minutes = sum(record["train_wall_time_s"].values()) / 60
-print(
-    f"{NAME}: commit {record['commit'][:7]}, pdlib {record['pdlib_version']}, "
-    f"budget {record['budget']}, {record['machine']}; {len(record['config'])} runs "
-    f"trained in {minutes:.0f} min, evaluated in "
-    f"{record['evaluate_wall_time_s'] / 60:.0f} min"
-)
+print(experiments.record_summary(record))
 assert set(record["config"]) == set(lpl_runs(record["budget"]))
 slowed = {run: record["train_wall_time_s"][run] / record["train_wall_time_s"][run.replace("-s0", "-s1")]
           for run in ("eps-s0", "eps-lpl-s0")}

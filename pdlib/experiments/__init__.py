@@ -218,6 +218,18 @@ def load_record(name: str, root=None) -> dict:
     return json.loads(path.read_text())
 
 
+def record_summary(record: dict) -> str:
+    """One line on where a record's artifacts come from, for a chapter's first cell: the experiment, commit,
+    pdlib version, budget and machine, and the training minutes of the runs that have them (a run resumed
+    on its final checkpoint may record 0 s; those are counted apart) and the evaluation's."""
+    wall = record["train_wall_time_s"]
+    timed = [s for s in wall.values() if s > 0]
+    runs = f"{len(wall)} runs" + (f", {len(timed)} of them" if len(timed) < len(wall) else "")
+    return (f"{record['experiment']}: commit {record['commit'][:7]}, pdlib {record['pdlib_version']}, budget "
+            f"{record['budget']}, {record['machine']}; {runs} trained in {sum(timed) / 60:.1f} min, evaluated in "
+            f"{record['evaluate_wall_time_s'] / 60:.1f} min")
+
+
 def check_artifacts(root=None) -> list[str]:
     """Problems with committed artifacts, one line each (empty when all is well): a record that is not
     valid JSON or lacks a field, an unknown experiment, a record from an uncommitted tree (``+dirty``),
