@@ -42,6 +42,7 @@ from timing import (add_step_timing_args, machine_facts, time_training_steps,  #
                     resolve_step_timing_args, write_results)
 
 from pdlib.data import shapes
+from pdlib.experiments.lpl import gate_fraction
 from pdlib.diffusion import GaussianDiffusion
 from pdlib.methods import FlowMatching, LatentDiffusion
 from pdlib.nets import AutoEncoder, UNet
@@ -94,13 +95,6 @@ def saved_activation_bytes(method, x0: torch.Tensor) -> int:
     return sum(storages.values())
 
 
-def gate_fraction(method) -> float:
-    """The share of uniformly drawn timesteps that pass the SNR gate (the decoder runs on those only)."""
-    if isinstance(method, FlowMatching):  # SNR = ((1 - t) / t)^2 >= s  <=>  t <= 1 / (1 + sqrt(s))
-        return 1 / (1 + DEFAULT_SNR_THRESHOLD ** 0.5)
-    return float((method.process.snr(torch.arange(method.process.T)) >= DEFAULT_SNR_THRESHOLD).float().mean())
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--net", choices=sorted(NETS), default="cpu")
@@ -122,7 +116,7 @@ def main() -> None:
         memory[name] = saved_activation_bytes(method, x0)
         if device.type == "cuda":
             peak[name] = torch.cuda.max_memory_allocated(device)
-        gates[name] = gate_fraction(method)
+        gates[name] = gate_fraction(method)  # None without LPL
     optimizers = {name: torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=1e-4)
                   for name, m in methods.items()}
     _, medians = time_training_steps(methods, optimizers, x0, warmup=args.warmup, repeats=args.repeats,
@@ -134,7 +128,7 @@ def main() -> None:
                         "time_ratio": round(medians[lpl] / medians[plain], 3),
                         "activation_mb": {"plain": round(memory[plain] / 2**20, 2), "lpl": round(memory[lpl] / 2**20, 2)},
                         "activation_ratio": round(memory[lpl] / memory[plain], 3),
-                        "gate_fraction": round(gates[lpl], 4)}
+                        "gate_fraction": gates[lpl]}
         if peak:
             rows[family]["peak_mb"] = {"plain": round(peak[plain] / 2**20, 1), "lpl": round(peak[lpl] / 2**20, 1)}
     result = {"benchmark": "lpl_cost", "net": args.net, "autoencoder": ae_preset, "unet": unet_preset,

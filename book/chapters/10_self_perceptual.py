@@ -126,7 +126,7 @@ def expected_mse(answer):
     return 0.5 * ((answer - a).pow(2).mean() + (answer - b).pow(2).mean())
 
 
-fig, axes = plt.subplots(1, 3, figsize=(6, 2.3))
+fig, axes = plt.subplots(1, 3, figsize=(8, 2.6))
 for ax, (label, x) in zip(axes, [("answer a", a), ("answer b", b), ("answer (a+b)/2", blend)]):
     valid = bool(shapes_validity(x)[0])
     show_images(ax, x, title=f"{label}\nE[MSE] {expected_mse(x):.3f}, valid {valid}")
@@ -516,9 +516,11 @@ if not RETRAIN:
 # ## Training curves
 
 # %%
+histories = {run: json.loads((root / NAME / f"{run}_history.json").read_text())
+             for run in (f"{kind}-long-s{seed}" for kind in ("sp", "mse-more") for seed in SEEDS)}
 fig, ax = plt.subplots(1, 2, figsize=(11, 3.4))
 for kind, color in (("sp", "C1"), ("mse-more", "C2")):
-    hist = json.loads((root / NAME / f"{kind}-long-s0_history.json").read_text())
+    hist = histories[f"{kind}-long-s0"]
     steps_h = [h["step"] for h in hist]
     ax[0].plot(steps_h, [h["mse"] for h in hist], color=color, label=KINDS[kind])
     if kind == "sp":
@@ -534,7 +536,7 @@ plt.show()
 
 
 def early_late(run, key):
-    hist = json.loads((root / NAME / f"{run}_history.json").read_text())
+    hist = histories[run]
     return sum(h[key] for h in hist[:4]) / 4, sum(h[key] for h in hist[-4:]) / 4
 
 
@@ -545,8 +547,10 @@ for run, key in (("sp-long-s0", "mse"), ("mse-more-long-s0", "mse"), ("sp-long-s
     print(f"{run:<18}{key:>4}: {first:.4f} -> {last:.4f}")
 if not RETRAIN:
     for seed in SEEDS:
-        assert early_late(f"sp-long-s{seed}", "mse")[1] > early_late(f"sp-long-s{seed}", "mse")[0]
-        assert early_late(f"mse-more-long-s{seed}", "mse")[1] < early_late(f"mse-more-long-s{seed}", "mse")[0]
+        first, last = early_late(f"sp-long-s{seed}", "mse")
+        assert last > first
+        first, last = early_late(f"mse-more-long-s{seed}", "mse")
+        assert last < first
         first, last = early_late(f"sp-long-s{seed}", "sp")
         assert abs(last - first) < 0.03 * first
 
