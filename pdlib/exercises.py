@@ -439,13 +439,7 @@ def check_lpl_layer_term(fn: Callable, quiet: bool = False) -> CheckResult:
     ``keep`` is False, averaged over all ``H * W`` positions, then over the channels. Checked against
     ``pdlib.perceptual.LatentPerceptualLoss`` on random maps with planted outliers (the mask from
     ``pdlib.perceptual.lpl.outlier_mask``) and with a mask that keeps everything."""
-    from torch import nn
-
-    from .perceptual.lpl import LatentPerceptualLoss, outlier_mask
-
-    class MapsAsLatents(nn.Module):  # a "decoder" whose only feature map is its input: LPL on the maps themselves
-        def decoder_features(self, z):
-            return [z]
+    from .perceptual.lpl import LatentPerceptualLoss, MapsAsLatents, outlier_mask
 
     loss = LatentPerceptualLoss(MapsAsLatents(), snr_threshold=None)
     plain = LatentPerceptualLoss(MapsAsLatents(), snr_threshold=None, outlier_mask=False)

@@ -23,6 +23,13 @@ Berrada Ifriqi et al. 2025): ``method.name`` ``latent`` and ``flow``, registered
   ``normalize``, ``depth_weights``, ``snr_threshold``, ``outlier_mask``; ``{}`` for its defaults), built on
   the same autoencoder; needs ``autoencoder``.
 - ``lpl_weight``: w_LPL in ``L = L_diff + w_LPL * L_LPL``;
+- ``denoiser_from``: the network's starting weights, from an earlier ``latent`` or ``flow`` run on the same
+  autoencoder (a run folder, a file or ``experiment:NAME/RUN``; its ``net.*`` weights): the paper's
+  post-training phase, in which a model pre-trained without LPL goes on with it (section 4.1, Tables 2 and
+  4). When the source records its config (a training checkpoint, an experiment's run) it must agree with
+  this run on what makes the two one model (``SAME_AS_SOURCE``; ``init_from`` compared as the file it
+  names), else the run is refused before it trains; a bare weights file is only checked for its shapes.
+  Latent runs only: a flow in pixel space takes its own starting weights from ``init_from``;
 - the other options of the method's constructor: ``cond_drop_prob`` and ``min_snr_gamma`` for ``latent``,
   ``cond_drop_prob`` and ``time_scale`` for ``flow``.
 
@@ -33,7 +40,9 @@ overriding the preset; values given in ``model.kwargs`` that disagree are refuse
 
 The command-line recipe is chained presets: ``python -m pdlib train --config cifar10-autoencoder``, then
 ``--config cifar10-latent`` (or ``cifar10-latent-lpl``, ``cifar10-flow-lpl``); their ``init_from`` is the
-autoencoder run's folder. Do not train that run further while a latent run that reads it is unfinished.
+autoencoder run's folder. The post-training phase is one more link: ``--config cifar10-latent-lpl-post``
+continues ``cifar10-latent``'s network with LPL (``denoiser_from: runs/cifar10-latent``). Do not train a source
+run further while a run that reads it is unfinished.
 """
 
 from __future__ import annotations
@@ -46,13 +55,13 @@ import torch
 from torch import nn
 
 from .adversarial_runs import SCALE_IMAGES, _net_spec, autoencoder_from
-from .config import RunConfig
+from .config import RunConfig, to_dict
 from .methods.latent import SAMPLERS as FLOW_SAMPLERS
 from .methods.latent import FlowMatching, LatentDiffusion
 from .nets import AutoEncoder
 from .perceptual.lpl import LatentPerceptualLoss
-from .pipeline import build_data, build_net, build_process, register_method
-from .train import Frozen
+from .pipeline import build_data, build_net, build_process, read_weights, register_method, resolve_weights
+from .train import Frozen, load_checkpoint
 
 # What a config may not set in method.kwargs: the builder supplies these (the network, the process, the
 # target from diffusion.parameterization, the shape from the network), and the autoencoder and the loss
@@ -64,11 +73,11 @@ def _options(cls) -> list[str]:
     return [name for name in inspect.signature(cls).parameters if name not in _SUPPLIED]
 
 
-LATENT_OPTIONS = tuple(_options(LatentDiffusion))
-"""``method.kwargs`` of ``latent``: autoencoder, lpl, lpl_weight, cond_drop_prob, min_snr_gamma."""
+LATENT_OPTIONS = (*_options(LatentDiffusion), "denoiser_from")
+"""``method.kwargs`` of ``latent``: autoencoder, lpl, lpl_weight, cond_drop_prob, min_snr_gamma, denoiser_from."""
 
-FLOW_OPTIONS = tuple(_options(FlowMatching))
-"""``method.kwargs`` of ``flow``: lpl, lpl_weight, autoencoder, time_scale, cond_drop_prob."""
+FLOW_OPTIONS = (*_options(FlowMatching), "denoiser_from")
+"""``method.kwargs`` of ``flow``: lpl, lpl_weight, autoencoder, time_scale, cond_drop_prob, denoiser_from."""
 
 LPL_OPTIONS = tuple(name for name in inspect.signature(LatentPerceptualLoss).parameters if name != "decoder")
 """Keys of ``method.kwargs.lpl``: layers, normalize, depth_weights, snr_threshold, outlier_mask."""
@@ -175,6 +184,74 @@ def latent_unet(cfg: RunConfig, autoencoder: AutoEncoder) -> nn.Module:
     return build_net(replace(cfg, model=replace(cfg.model, kwargs=kwargs)))
 
 
+# ------------------------------------------------------------------------------------ post-training
+SAME_AS_SOURCE = ("method.name", "method.kwargs.autoencoder", "init_from", "data.name", "data.size", "model",
+                  "diffusion.schedule", "diffusion.T", "diffusion.parameterization")
+"""The config entries a ``denoiser_from`` source must share with the run that continues it (the ``diffusion``
+ones for ``latent`` only: the flow does not use that section)."""
+
+
+def _source(spec) -> tuple[dict, dict | None]:
+    """The weights behind ``denoiser_from`` (a training checkpoint's EMA weights) and the config recorded with
+    them: a checkpoint's metadata, the experiment's definition for ``experiment:NAME/RUN``, else ``None``."""
+    path = resolve_weights(spec)
+    if path.suffix == ".safetensors":
+        config = None
+        if str(spec).startswith("experiment:"):
+            from .experiments import run_config
+
+            experiment, _, run = str(spec).removeprefix("experiment:").partition("/")
+            config = to_dict(run_config(experiment, run))
+        return read_weights(path), config
+    state = load_checkpoint(path)
+    return state.get("ema") or state["method"], state.get("metadata", {}).get("run_config")
+
+
+def _entry(config: dict, key: str):
+    for part in key.split("."):
+        config = config.get(part) if isinstance(config, dict) else None
+    return config
+
+
+def _same_weights_file(a, b) -> bool:
+    try:
+        return resolve_weights(a).resolve() == resolve_weights(b).resolve()
+    except FileNotFoundError:
+        return False
+
+
+def denoiser_weights(cfg: RunConfig, spec) -> dict:
+    """The network weights (``net.*``, prefix removed) of the run ``spec`` names, for ``method.kwargs.denoiser_from``;
+    ``ValueError`` when that run is not a latent/flow run of the same autoencoder and network (``SAME_AS_SOURCE``,
+    where its config is recorded) or holds no network."""
+    weights, source = _source(spec)
+    if source is not None:
+        this = to_dict(cfg)
+        keys = SAME_AS_SOURCE if cfg.method.name == "latent" else [k for k in SAME_AS_SOURCE
+                                                                     if not k.startswith("diffusion.")]
+        differ = [f"{key}: {_entry(source, key)!r} there, {_entry(this, key)!r} here" for key in keys
+                  if (not _same_weights_file(source.get("init_from"), cfg.init_from) if key == "init_from"
+                      else _entry(source, key) != _entry(this, key))]
+        if differ:
+            raise ValueError(f"method.kwargs.denoiser_from={spec!r} is not an earlier run of this model, so its "
+                             "network cannot be continued here; it differs in " + "; ".join(differ))
+    own = {k.removeprefix("net."): v for k, v in weights.items() if k.startswith("net.")}
+    if not own:
+        some = ", ".join(sorted(weights)[:3])
+        raise ValueError(f"method.kwargs.denoiser_from={spec!r} holds no network (no 'net.*' weights; found {some}, "
+                         "...): it must name a latent or flow run")
+    return own
+
+
+def _continue(net: nn.Module, cfg: RunConfig, spec) -> None:
+    if spec is None:
+        return
+    try:
+        net.load_state_dict(denoiser_weights(cfg, spec))
+    except RuntimeError as err:  # shapes: another network or latent channels
+        raise ValueError(f"method.kwargs.denoiser_from={spec!r} does not fit this run's network: {err}") from err
+
+
 # ------------------------------------------------------------------------------------ the builders
 @register_method("latent")
 def build_latent(cfg: RunConfig, init: dict | None) -> LatentDiffusion:
@@ -187,6 +264,7 @@ def build_latent(cfg: RunConfig, init: dict | None) -> LatentDiffusion:
     _check_unet(cfg)
     ae = Frozen(latent_autoencoder(cfg, init, spec))
     net = latent_unet(cfg, ae.net)
+    _continue(net, cfg, kwargs.pop("denoiser_from", None))
     lpl = lpl_from(kwargs.pop("lpl", None), ae)
     return LatentDiffusion(net, build_process(cfg), ae, lpl, parameterization=cfg.diffusion.parameterization,
                            **kwargs)
@@ -213,6 +291,10 @@ def build_flow(cfg: RunConfig, init: dict | None) -> FlowMatching:
     _check_flow_sampling(cfg)
     spec = kwargs.pop("autoencoder", None)
     if spec is None:  # pixel space: init_from holds the flow's own starting weights
+        if kwargs.get("denoiser_from") is not None:
+            raise ValueError("method.kwargs.denoiser_from is for a flow on latents (with method.kwargs.autoencoder); "
+                             "a flow in pixel space takes its starting weights from init_from")
+        kwargs.pop("denoiser_from", None)
         lpl = lpl_from(kwargs.pop("lpl", None), None)
         if cfg.model.type not in ("unet", "mlp2d"):
             raise ValueError(f"method.name='flow' needs model.type 'unet' or 'mlp2d', got {cfg.model.type!r}")
@@ -223,9 +305,10 @@ def build_flow(cfg: RunConfig, init: dict | None) -> FlowMatching:
     _check_unet(cfg)
     ae = Frozen(latent_autoencoder(cfg, init, spec))
     net = latent_unet(cfg, ae.net)
+    _continue(net, cfg, kwargs.pop("denoiser_from", None))
     lpl = lpl_from(kwargs.pop("lpl", None), ae)
     return FlowMatching(net, lpl, autoencoder=ae, **kwargs)
 
 
-__all__ = ["FLOW_OPTIONS", "LATENT_OPTIONS", "LPL_OPTIONS", "build_flow", "build_latent", "latent_autoencoder",
-           "latent_unet", "lpl_from", "scale_images"]
+__all__ = ["FLOW_OPTIONS", "LATENT_OPTIONS", "LPL_OPTIONS", "SAME_AS_SOURCE", "build_flow", "build_latent",
+           "denoiser_weights", "latent_autoencoder", "latent_unet", "lpl_from", "scale_images"]

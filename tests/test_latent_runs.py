@@ -161,8 +161,9 @@ def test_unknown_and_missing_options_are_refused(ae_dir):
         build_method(latent(ae_dir, "parameterization: v"))
     with pytest.raises(ValueError, match=r"\['min_snr_gamma'\] are not options of flow.*'time_scale'"):
         build_method(latent(ae_dir, "min_snr_gamma: 5", name="flow"))
-    assert set(LATENT_OPTIONS) == {"autoencoder", "lpl", "lpl_weight", "cond_drop_prob", "min_snr_gamma"}
-    assert set(FLOW_OPTIONS) == {"autoencoder", "lpl", "lpl_weight", "time_scale", "cond_drop_prob"}
+    assert set(LATENT_OPTIONS) == {"autoencoder", "lpl", "lpl_weight", "cond_drop_prob", "min_snr_gamma",
+                                   "denoiser_from"}
+    assert set(FLOW_OPTIONS) == {"autoencoder", "lpl", "lpl_weight", "time_scale", "cond_drop_prob", "denoiser_from"}
     assert set(LPL_OPTIONS) == {"layers", "normalize", "depth_weights", "snr_threshold", "outlier_mask"}
     with pytest.raises(ValueError, match="needs method.kwargs.autoencoder"):
         build_method(cfg("method.name=latent", "method.kwargs={}", f"init_from={ae_dir}"))
@@ -255,3 +256,112 @@ def test_chained_run_trains_resumes_and_samples(ae_dir, tmp_path, name):
     images = loaded.sample(2, steps=3, generator=torch.Generator().manual_seed(0), progress=False)
     assert images.shape == (2, 3, SIZE, SIZE)
     assert torch.isfinite(images).all() and images.abs().max() <= 1.0
+
+
+# ------------------------------------------------------------------------------------ post-training
+@pytest.fixture(scope="module")
+def pretrained(ae_dir, tmp_path_factory):
+    """Two steps of plain latent eps and of a latent flow on ``ae_dir``: the sources of the post-training runs."""
+    root = tmp_path_factory.mktemp("pretrained")
+    for name in ("latent", "flow"):
+        train_run(latent(ae_dir, "", f"out_dir={root / name}", name=name))
+    return root
+
+
+def net_weights(run_dir):
+    return {k.removeprefix("net."): v for k, v in read_weights(run_dir / "checkpoint.pt").items()}
+
+
+@pytest.mark.parametrize("name", ["latent", "flow"])
+def test_post_training_starts_from_the_earlier_runs_network_and_goes_on_with_lpl(ae_dir, pretrained, tmp_path, name):
+    source = pretrained / name
+    post = latent(ae_dir, f"lpl: {{snr_threshold: 0.0}}, denoiser_from: {source}", f"out_dir={tmp_path / 'post'}",
+                  name=name)
+    method = build_method(post)
+    want = net_weights(source)  # the source's EMA network, not a fresh initialisation
+    for k, v in method.net.state_dict().items():
+        assert torch.equal(v, want[k]), k
+    fresh = build_method(latent(ae_dir, "lpl: {snr_threshold: 0.0}", name=name))
+    assert any(not torch.equal(v, want[k]) for k, v in fresh.net.state_dict().items())
+    assert_autoencoder_from_run(method, ae_dir)
+    # a file and the run's folder name the same weights
+    by_file = build_method(latent(ae_dir, f"denoiser_from: {source / 'checkpoint.pt'}", name=name))
+    assert all(torch.equal(v, want[k]) for k, v in by_file.net.state_dict().items())
+    trainer = train_run(post)  # it trains with LPL from the loaded network, and resumes from its own checkpoint
+    assert trainer.step == 2 and all(r["lpl"] > 0 for r in trainer.history)
+    resumed = train_run(latent(ae_dir, f"lpl: {{snr_threshold: 0.0}}, denoiser_from: {source}",
+                               f"out_dir={tmp_path / 'post'}", "train.steps=3", name=name), resume=True)
+    saved = load_checkpoint(tmp_path / "post" / "checkpoint.pt")
+    assert resumed.step == 3 and all(torch.equal(v, saved["method"][f"net.{k}"])
+                                     for k, v in resumed.method.net.state_dict().items())
+
+
+def test_post_training_refuses_a_source_of_another_model(ae_dir, pretrained, tmp_path):
+    source = pretrained / "latent"
+    with pytest.raises(ValueError, match=r"differs in diffusion\.parameterization: 'eps' there, 'v' here"):
+        build_method(latent(ae_dir, f"denoiser_from: {source}", "diffusion.parameterization=v"))
+    with pytest.raises(ValueError, match=r"differs in method\.name: 'latent' there, 'flow' here"):
+        build_method(latent(ae_dir, f"denoiser_from: {source}", name="flow"))
+    with pytest.raises(ValueError, match=r"differs in model: .*model_channels.: 16.*model_channels.: 32"):
+        build_method(latent(ae_dir, f"denoiser_from: {source}", "model.kwargs={model_channels: 32}"))
+    # another autoencoder run (same shapes): the latents would mean something else
+    other_ae = tmp_path / "ae2"
+    other_ae.mkdir()
+    (other_ae / "checkpoint.pt").write_bytes((ae_dir / "checkpoint.pt").read_bytes())
+    with pytest.raises(ValueError, match=r"differs in init_from"):
+        build_method(latent(other_ae, f"denoiser_from: {source}"))
+    with pytest.raises(ValueError, match="differs in method.kwargs.autoencoder"):
+        build_method(cfg("method.name=latent", f"init_from={ae_dir}", f"method.kwargs={{autoencoder: "
+                         f"{AE_SPEC.replace('fit', '2.5')}, denoiser_from: {source}}}"))
+    # a bare weights file records no config: only its shapes are checked
+    from pdlib.pipeline import export_weights
+
+    wider = build_method(latent(ae_dir, "", "model.kwargs={model_channels: 32}"))
+    with pytest.raises(ValueError, match="does not fit this run's network"):
+        build_method(latent(ae_dir, f"denoiser_from: {export_weights(wider, tmp_path / 'wider.safetensors')}"))
+    autoencoder = load_trained(load_config("shapes-ddpm", [*COMMON, *TINY_AE, f"out_dir={ae_dir}"]))
+    with pytest.raises(ValueError, match=r"holds no network \(no 'net\.\*' weights; found autoencoder\."):
+        build_method(latent(ae_dir, f"denoiser_from: {export_weights(autoencoder, tmp_path / 'ae.safetensors')}"))
+    with pytest.raises(ValueError, match=r"differs in method\.name: 'autoencoder' there"):  # its run, config known
+        build_method(latent(ae_dir, f"denoiser_from: {ae_dir}"))
+    with pytest.raises(FileNotFoundError, match="no weights at"):
+        build_method(latent(ae_dir, f"denoiser_from: {tmp_path / 'missing'}"))
+    with pytest.raises(ValueError, match="a flow in pixel space takes its starting weights from init_from"):
+        build_method(cfg("method.name=flow", "sample.steps=2", f"method.kwargs={{denoiser_from: {source}}}"))
+
+
+def test_lpl_experiment_design_is_fair():
+    """lpl-shapes: each run with LPL differs from its twin without only in the loss (same autoencoder, network,
+    optimiser, steps and seed); the ablations differ from eps-lpl-s0 in one LPL option; each post-training pair
+    continues the same eps run for the same further steps, with and without LPL."""
+    from pdlib.experiments import definition
+    from pdlib.experiments.lpl import ABLATIONS, KINDS, LPL_DEFAULTS, SEEDS, STEPS
+
+    runs = definition("lpl-shapes", "book")
+
+    def loss_only(a, b):
+        assert {k for k in a if a[k] != b[k]} <= {"name", "method"}
+        assert a["method"]["name"] == b["method"]["name"]
+        same = {k: v for k, v in a["method"]["kwargs"].items() if k not in ("lpl", "lpl_weight")}
+        assert same == {k: v for k, v in b["method"]["kwargs"].items() if k not in ("lpl", "lpl_weight")}
+
+    for seed in SEEDS:
+        for kind in KINDS:
+            plain, lpl = runs[f"{kind}-s{seed}"], runs[f"{kind}-lpl-s{seed}"]
+            loss_only(plain, lpl)
+            assert plain["method"]["kwargs"]["lpl"] is None and lpl["method"]["kwargs"]["lpl"] == LPL_DEFAULTS
+            assert plain["init_from"] == "run:autoencoder" and plain["train"]["seed"] == seed
+            assert plain["train"]["steps"] == STEPS["book"]["latent"]
+        post, post_lpl = runs[f"eps-post-s{seed}"], runs[f"eps-post-lpl-s{seed}"]
+        loss_only(post, post_lpl)
+        assert post_lpl["method"]["kwargs"]["lpl"] == LPL_DEFAULTS and post["method"]["kwargs"]["lpl"] is None
+        for run in (post, post_lpl):
+            assert run["method"]["kwargs"]["denoiser_from"] == f"run:eps-s{seed}"
+            assert run["train"] == runs[f"eps-s{seed}"]["train"] | {"steps": STEPS["book"]["post"]}
+            assert run["diffusion"] == runs[f"eps-s{seed}"]["diffusion"] and run["model"] == runs["eps-s0"]["model"]
+    main = runs["eps-lpl-s0"]
+    for name, (_, change, weight) in ABLATIONS.items():
+        loss_only(main, runs[name])
+        assert runs[name]["method"]["kwargs"]["lpl"] == {**LPL_DEFAULTS, **change}
+        assert runs[name]["method"]["kwargs"]["lpl_weight"] == weight
+        assert (runs[name]["method"]["kwargs"]["lpl"], weight) != (LPL_DEFAULTS, main["method"]["kwargs"]["lpl_weight"])

@@ -73,8 +73,8 @@ from pdlib.nets import AutoEncoder, UNet
 from pdlib.nets.embedding import timestep_embedding
 from pdlib.perceptual import LatentPerceptualLoss
 from pdlib.perceptual.lpl import (CLOSING_KERNEL, DEFAULT_SNR_THRESHOLD, MARGIN, NORM_EPS, OPENING_KERNEL, QUANTILE,
-                                  binary_closing, binary_opening, depth_weights, outlier_mask, quantile_bounds,
-                                  scaled_kernel)
+                                  MapsAsLatents, binary_closing, binary_opening, depth_weights, outlier_mask,
+                                  quantile_bounds, scaled_kernel)
 from pdlib.pipeline import load_trained
 from pdlib.schedules import beta_schedule
 from pdlib.viz import show_images
@@ -289,13 +289,6 @@ plt.show()
 # diffusers example calls "shared".
 
 # %%
-class MapsAsLatents(nn.Module):
-    """A stand-in decoder whose only feature map is its input: LPL on given feature maps."""
-
-    def decoder_features(self, z):
-        return [z]
-
-
 eight = shapes(8, 16, generator=torch.Generator().manual_seed(5))
 with torch.no_grad():
     phi = ae.decoder_features(ae.encode(eight))[-1]  # [8, 32, 16, 16]

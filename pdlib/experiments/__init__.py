@@ -198,16 +198,17 @@ def run_config(name: str, run_name: str, budget: str = "book", root=None) -> Run
 
 def point_at_runs(cfg: RunConfig, where: Callable[[str], Path]) -> None:
     """Make an experiment's run config concrete, in place: each weights source that names an earlier run of the
-    same experiment (``run:RUN`` in ``init_from`` or in ``method.kwargs.perceptual_from``) becomes
+    same experiment (``run:RUN`` in ``init_from``, ``method.kwargs.perceptual_from`` or ``denoiser_from``) becomes
     ``where(RUN)``, and a relative ``data.root`` (a folder the experiment generates) is read from the repository's
     root, wherever the call is made from."""
     if cfg.data.root is not None:
         cfg.data.root = str(REPO_DIR / cfg.data.root)  # unchanged when absolute
     if cfg.init_from is not None and cfg.init_from.startswith("run:"):
         cfg.init_from = str(where(cfg.init_from.removeprefix("run:")))
-    source = cfg.method.kwargs.get("perceptual_from")
-    if isinstance(source, str) and source.startswith("run:"):
-        cfg.method.kwargs = {**cfg.method.kwargs, "perceptual_from": str(where(source.removeprefix("run:")))}
+    for key in ("perceptual_from", "denoiser_from"):
+        source = cfg.method.kwargs.get(key)
+        if isinstance(source, str) and source.startswith("run:"):
+            cfg.method.kwargs = {**cfg.method.kwargs, key: str(where(source.removeprefix("run:")))}
 
 
 def load_record(name: str, root=None) -> dict:

@@ -31,6 +31,10 @@
    gate (``SNR >= 8.5``: ``t < 100``, LPL on fewer, less noisy timesteps; ``SNR >= 0.111``: ``t < 674``, LPL
    on more timesteps, the paper's noise threshold tau = 3 on its sigma/alpha scale, Figure 6), and the
    weight (1, the authors' public code; 10).
+4. Post-training (the paper's section 4.1 and Tables 2 and 4: LPL added after pre-training without it): each
+   seed's ``eps-s{seed}`` goes on for ``STEPS["post"]`` more steps with LPL (``eps-post-lpl-s{seed}``) and,
+   as its control, without (``eps-post-s{seed}``), both through ``method.kwargs.denoiser_from``. The paper's
+   post-training numbers are for DDPM-eps, the kind that LPL from the first step harms here.
 
 Evaluation, per run: the valid-disc rate of 512 samples with its Wilson interval (every run starts from the
 same latent noise), the Frechet distance of the valid discs' attributes, and the radially averaged power
@@ -67,8 +71,9 @@ LPL_CODE = ("methods.ddpm", "methods.latent", "methods.autoencoder", "latent_run
 #: autoencoder steps 3.6; 20 latent runs of 1200 steps 70 (3.5 s per step of all twenty: 1.9 s the main
 #: grid, 1.6 s the ablations); building the runs 6; evaluation 4-5 (DDIM/Euler 50 on 512 samples: 9 s per
 #: run): about 84 probe minutes, 45-55 minutes on the book machine.
-STEPS = {"smoke": {"autoencoder": 3, "latent": 2}, "book": {"autoencoder": 800, "latent": 1200},
-         "paper": {"autoencoder": 20000, "latent": 100000}}
+#: ``post``: the post-training runs' further steps (half the pre-training's; the paper's 200k after 600k is a third).
+STEPS = {"smoke": {"autoencoder": 3, "latent": 2, "post": 2}, "book": {"autoencoder": 800, "latent": 1200, "post": 600},
+         "paper": {"autoencoder": 20000, "latent": 100000, "post": 50000}}
 SEEDS = (0, 1)
 EVAL_SAMPLES = {"smoke": 8, "book": 512, "paper": 2000}
 SAMPLER_STEPS = {"smoke": 2, "book": 50, "paper": 50}  #: DDIM steps (diffusion) and Euler steps (flow)
@@ -97,7 +102,7 @@ ABLATIONS = {
     "weight-10": ("w_LPL = 10 (Figure 9)", {}, 10.0),
 }
 #: runs whose weights the chapter loads
-KEPT = ("autoencoder", *(f"{kind}{lpl}-s0" for kind in KINDS for lpl in ("", "-lpl")))
+KEPT = ("autoencoder", *(f"{kind}{lpl}-s0" for kind in (*KINDS, "eps-post") for lpl in ("", "-lpl")))
 
 
 def _yaml(value) -> str:
@@ -134,18 +139,24 @@ def _autoencoder(budget: str) -> RunConfig:
         "sample.steps=null"])
 
 
-def _latent(budget: str, name: str, kind: str, seed: int, lpl: dict | None, weight: float = LPL_WEIGHT) -> RunConfig:
+def _latent(budget: str, name: str, kind: str, seed: int, lpl: dict | None, weight: float = LPL_WEIGHT,
+            denoiser: str | None = None) -> RunConfig:
+    """A latent run on the experiment's autoencoder; ``denoiser`` (an earlier run) makes it a post-training run."""
     method, param = KINDS[kind]
     kwargs = f"autoencoder: {AE_SPEC}, lpl: {_yaml(lpl)}" + (f", lpl_weight: {weight}" if lpl is not None else "")
     if method == "flow":
         kwargs += ", time_scale: 1000.0"
-    return _config(budget, name, STEPS[budget]["latent"], seed, [
+    if denoiser is not None:
+        kwargs += f", denoiser_from: run:{denoiser}"
+    steps = STEPS[budget]["latent" if denoiser is None else "post"]
+    return _config(budget, name, steps, seed, [
         f"method.name={method}", f"method.kwargs={{{kwargs}}}", "init_from=run:autoencoder",
         "diffusion.schedule=quadratic", "diffusion.T=1000", f"diffusion.parameterization={param}"])
 
 
 def lpl_runs(budget: str) -> dict[str, RunConfig]:
-    """The autoencoder, the main grid (three kinds without and with LPL, two seeds), then the ablations."""
+    """The autoencoder, the main grid (three kinds without and with LPL, two seeds), the ablations, then the
+    post-training pairs."""
     runs = {"autoencoder": _autoencoder(budget)}
     for seed in SEEDS:
         for kind in KINDS:
@@ -153,6 +164,10 @@ def lpl_runs(budget: str) -> dict[str, RunConfig]:
             runs[f"{kind}-lpl-s{seed}"] = _latent(budget, f"{kind}-lpl-s{seed}", kind, seed, LPL_DEFAULTS)
     for name, (_, change, weight) in ABLATIONS.items():
         runs[name] = _latent(budget, name, "eps", 0, {**LPL_DEFAULTS, **change}, weight)
+    for seed in SEEDS:
+        for lpl, spec in (("", None), ("-lpl", LPL_DEFAULTS)):
+            name = f"eps-post{lpl}-s{seed}"
+            runs[name] = _latent(budget, name, "eps", seed, spec, denoiser=f"eps-s{seed}")
     return runs
 
 
@@ -307,7 +322,7 @@ def lpl_evaluate(methods: dict, out: Path, budget: str) -> dict:
     cycles = [round(float(f) * 16) for f in frequencies]
     _spectrum_figure(rows, autoencoder, cycles, out / "spectrum_ratio.png")
     comparison = {}
-    for kind in KINDS:
+    for kind in (*KINDS, "eps-post"):
         plain = [rows[f"{kind}-s{s}"]["validity"]["rate"] for s in SEEDS]
         lpl = [rows[f"{kind}-lpl-s{s}"]["validity"]["rate"] for s in SEEDS]
         comparison[kind] = {"plain": plain, "lpl": lpl,

@@ -426,6 +426,15 @@ class LatentPerceptualLoss(nn.Module):
         return loss if index is None else out.index_copy(0, index, loss)
 
 
-__all__ = ["CLOSING_KERNEL", "DEFAULT_SNR_THRESHOLD", "LatentPerceptualLoss", "MARGIN", "NORMALIZE_MODES",
-           "NORM_EPS", "OPENING_KERNEL", "QUANTILE", "binary_closing", "binary_opening", "depth_weights",
+class MapsAsLatents(nn.Module):
+    """A stand-in decoder whose only feature map is its input: ``LatentPerceptualLoss(MapsAsLatents())`` is the
+    loss of one layer (eq. 3's standardisation, mask and channel mean) on given feature maps, for checking and
+    teaching that term apart from a decoder."""
+
+    def decoder_features(self, z: torch.Tensor) -> list[torch.Tensor]:
+        return [z]
+
+
+__all__ = ["CLOSING_KERNEL", "DEFAULT_SNR_THRESHOLD", "LatentPerceptualLoss", "MARGIN", "MapsAsLatents",
+           "NORMALIZE_MODES", "NORM_EPS", "OPENING_KERNEL", "QUANTILE", "binary_closing", "binary_opening", "depth_weights",
            "outlier_mask", "quantile_bounds", "scaled_kernel"]
