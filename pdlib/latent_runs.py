@@ -26,10 +26,12 @@ Berrada Ifriqi et al. 2025): ``method.name`` ``latent`` and ``flow``, registered
 - ``denoiser_from``: the network's starting weights, from an earlier ``latent`` or ``flow`` run on the same
   autoencoder (a run folder, a file or ``experiment:NAME/RUN``; its ``net.*`` weights): the paper's
   post-training phase, in which a model pre-trained without LPL goes on with it (section 4.1, Tables 2 and
-  4). When the source records its config (a training checkpoint, an experiment's run) it must agree with
-  this run on what makes the two one model (``SAME_AS_SOURCE``; ``init_from`` compared as the file it
-  names), else the run is refused before it trains; a bare weights file is only checked for its shapes.
-  Latent runs only: a flow in pixel space takes its own starting weights from ``init_from``;
+  4). When the source records its config (a training checkpoint; a book experiment's export) it must agree
+  with this run on what makes the two one model (``model_identity``; ``init_from`` compared as the file it
+  names), else the run is refused before it trains; any other weights file is only checked for its shapes.
+  The source is read whenever the run is built, so resuming or loading the run needs it too (its weights
+  are then replaced by the run's own): keep it, and do not train it further meanwhile. Latent runs only: a
+  flow in pixel space takes its own starting weights from ``init_from``;
 - the other options of the method's constructor: ``cond_drop_prob`` and ``min_snr_gamma`` for ``latent``,
   ``cond_drop_prob`` and ``time_scale`` for ``flow``.
 
@@ -185,53 +187,73 @@ def latent_unet(cfg: RunConfig, autoencoder: AutoEncoder) -> nn.Module:
 
 
 # ------------------------------------------------------------------------------------ post-training
-SAME_AS_SOURCE = ("method.name", "method.kwargs.autoencoder", "init_from", "data.name", "data.size", "model",
-                  "diffusion.schedule", "diffusion.T", "diffusion.parameterization")
-"""The config entries a ``denoiser_from`` source must share with the run that continues it (the ``diffusion``
-ones for ``latent`` only: the flow does not use that section)."""
+#: UNet options that ``latent_unet`` derives from the autoencoder (a config may give or omit them alike)
+_DERIVED = ("in_channels", "image_size", "out_channels")
+_TIME_SCALE = inspect.signature(FlowMatching).parameters["time_scale"].default
+
+
+def model_identity(config: dict) -> dict:
+    """What makes two latent/flow runs one model, from a run's config (as ``to_dict`` gives it): the method, the
+    autoencoder spec, the data set, side and seed (the fitted scale factor depends on them), the network with its
+    derived sizes left out, and the process (``latent``) or the time scale (``flow``). ``init_from``, the
+    autoencoder's weights, is compared apart, as the file it names."""
+    method, data = config.get("method") or {}, config.get("data") or {}
+    kwargs, model = method.get("kwargs") or {}, dict(config.get("model") or {})
+    model["kwargs"] = {k: v for k, v in (model.get("kwargs") or {}).items() if k not in _DERIVED}
+    out = {"method.name": method.get("name"), "method.kwargs.autoencoder": kwargs.get("autoencoder"),
+           "data.name": data.get("name"), "data.size": data.get("size"), "data.seed": data.get("seed"), "model": model}
+    if method.get("name") == "flow":
+        out["method.kwargs.time_scale"] = kwargs.get("time_scale", _TIME_SCALE)
+    else:
+        process = config.get("diffusion") or {}
+        out.update({f"diffusion.{k}": process.get(k) for k in ("schedule", "T", "parameterization")})
+    return out
 
 
 def _source(spec) -> tuple[dict, dict | None]:
     """The weights behind ``denoiser_from`` (a training checkpoint's EMA weights) and the config recorded with
-    them: a checkpoint's metadata, the experiment's definition for ``experiment:NAME/RUN``, else ``None``."""
+    them: a checkpoint's metadata, or, for a book experiment's export (its metadata names the experiment, run and
+    budget), that run's definition read beside the export; ``None`` for any other weights file."""
     path = resolve_weights(spec)
-    if path.suffix == ".safetensors":
-        config = None
-        if str(spec).startswith("experiment:"):
-            from .experiments import run_config
+    if path.suffix != ".safetensors":
+        state = load_checkpoint(path)
+        return state.get("ema") or state["method"], state.get("metadata", {}).get("run_config")
+    from safetensors import safe_open
 
-            experiment, _, run = str(spec).removeprefix("experiment:").partition("/")
-            config = to_dict(run_config(experiment, run))
-        return read_weights(path), config
-    state = load_checkpoint(path)
-    return state.get("ema") or state["method"], state.get("metadata", {}).get("run_config")
+    from .experiments import run_config
+
+    with safe_open(path, "pt") as f:
+        meta = f.metadata() or {}
+    config = None
+    if {"experiment", "run", "budget"} <= set(meta):
+        try:
+            config = to_dict(run_config(meta["experiment"], meta["run"], meta["budget"], root=path.parent.parent))
+        except (KeyError, ValueError):  # an experiment or run that no longer exists: the shapes alone are checked
+            config = None
+    return read_weights(path), config
 
 
-def _entry(config: dict, key: str):
-    for part in key.split("."):
-        config = config.get(part) if isinstance(config, dict) else None
-    return config
-
-
-def _same_weights_file(a, b) -> bool:
+def _init_difference(source_init, init) -> str | None:
     try:
-        return resolve_weights(a).resolve() == resolve_weights(b).resolve()
+        there = resolve_weights(source_init).resolve()
     except FileNotFoundError:
-        return False
+        return (f"init_from: the source's autoencoder weights {source_init!r} are not found from here (moved, or "
+                "recorded relative to another folder), so the source's latent space cannot be checked")
+    here = resolve_weights(init).resolve()
+    return None if there == here else f"init_from: {str(there)!r} there, {str(here)!r} here"
 
 
 def denoiser_weights(cfg: RunConfig, spec) -> dict:
     """The network weights (``net.*``, prefix removed) of the run ``spec`` names, for ``method.kwargs.denoiser_from``;
-    ``ValueError`` when that run is not a latent/flow run of the same autoencoder and network (``SAME_AS_SOURCE``,
-    where its config is recorded) or holds no network."""
+    ``ValueError`` when that run is not an earlier run of the same model (``model_identity`` and the autoencoder
+    weights ``init_from`` names, where its config is recorded) or holds no network."""
     weights, source = _source(spec)
     if source is not None:
-        this = to_dict(cfg)
-        keys = SAME_AS_SOURCE if cfg.method.name == "latent" else [k for k in SAME_AS_SOURCE
-                                                                     if not k.startswith("diffusion.")]
-        differ = [f"{key}: {_entry(source, key)!r} there, {_entry(this, key)!r} here" for key in keys
-                  if (not _same_weights_file(source.get("init_from"), cfg.init_from) if key == "init_from"
-                      else _entry(source, key) != _entry(this, key))]
+        there, here = model_identity(source), model_identity(to_dict(cfg))
+        differ = [f"{key}: {there.get(key)!r} there, {here.get(key)!r} here" for key in {**there, **here}
+                  if there.get(key) != here.get(key)]
+        init = _init_difference(source.get("init_from"), cfg.init_from)
+        differ += [init] if init else []
         if differ:
             raise ValueError(f"method.kwargs.denoiser_from={spec!r} is not an earlier run of this model, so its "
                              "network cannot be continued here; it differs in " + "; ".join(differ))
@@ -310,5 +332,5 @@ def build_flow(cfg: RunConfig, init: dict | None) -> FlowMatching:
     return FlowMatching(net, lpl, autoencoder=ae, **kwargs)
 
 
-__all__ = ["FLOW_OPTIONS", "LATENT_OPTIONS", "LPL_OPTIONS", "SAME_AS_SOURCE", "build_flow", "build_latent",
-           "denoiser_weights", "latent_autoencoder", "latent_unet", "lpl_from", "scale_images"]
+__all__ = ["FLOW_OPTIONS", "LATENT_OPTIONS", "LPL_OPTIONS", "build_flow", "build_latent", "denoiser_weights",
+           "latent_autoencoder", "latent_unet", "lpl_from", "model_identity", "scale_images"]

@@ -278,9 +278,11 @@ def test_post_training_starts_from_the_earlier_runs_network_and_goes_on_with_lpl
     post = latent(ae_dir, f"lpl: {{snr_threshold: 0.0}}, denoiser_from: {source}", f"out_dir={tmp_path / 'post'}",
                   name=name)
     method = build_method(post)
-    want = net_weights(source)  # the source's EMA network, not a fresh initialisation
+    want = net_weights(source)  # the source's EMA network, not a fresh initialisation nor its raw weights
     for k, v in method.net.state_dict().items():
         assert torch.equal(v, want[k]), k
+    raw = load_checkpoint(source / "checkpoint.pt")["method"]
+    assert any(not torch.equal(v, raw[f"net.{k}"]) for k, v in method.net.state_dict().items())
     fresh = build_method(latent(ae_dir, "lpl: {snr_threshold: 0.0}", name=name))
     assert any(not torch.equal(v, want[k]) for k, v in fresh.net.state_dict().items())
     assert_autoencoder_from_run(method, ae_dir)
@@ -304,12 +306,24 @@ def test_post_training_refuses_a_source_of_another_model(ae_dir, pretrained, tmp
         build_method(latent(ae_dir, f"denoiser_from: {source}", name="flow"))
     with pytest.raises(ValueError, match=r"differs in model: .*model_channels.: 16.*model_channels.: 32"):
         build_method(latent(ae_dir, f"denoiser_from: {source}", "model.kwargs={model_channels: 32}"))
+    # sizes the builder derives from the autoencoder may be given or left out alike
+    build_method(latent(ae_dir, f"denoiser_from: {source}", "model.kwargs={model_channels: 16, in_channels: 4}"))
+    with pytest.raises(ValueError, match=r"differs in method\.kwargs\.time_scale: 1000\.0 there, 10\.0 here"):
+        build_method(latent(ae_dir, f"denoiser_from: {pretrained / 'flow'}, time_scale: 10.0", name="flow"))
+    build_method(latent(ae_dir, f"denoiser_from: {pretrained / 'flow'}, time_scale: 1000.0", name="flow"))
     # another autoencoder run (same shapes): the latents would mean something else
     other_ae = tmp_path / "ae2"
     other_ae.mkdir()
     (other_ae / "checkpoint.pt").write_bytes((ae_dir / "checkpoint.pt").read_bytes())
-    with pytest.raises(ValueError, match=r"differs in init_from"):
+    with pytest.raises(ValueError, match=r"differs in init_from: '.*/ae/checkpoint.pt' there, '.*/ae2/checkpoint.pt' here"):
         build_method(latent(other_ae, f"denoiser_from: {source}"))
+    moved = tmp_path / "moved"  # a source whose autoencoder cannot be found from here
+    moved.mkdir()
+    state = load_checkpoint(source / "checkpoint.pt")
+    state["metadata"]["run_config"]["init_from"] = str(tmp_path / "gone")
+    torch.save(state, moved / "checkpoint.pt")
+    with pytest.raises(ValueError, match=r"autoencoder weights '.*gone' are not found from here"):
+        build_method(latent(ae_dir, f"denoiser_from: {moved}"))
     with pytest.raises(ValueError, match="differs in method.kwargs.autoencoder"):
         build_method(cfg("method.name=latent", f"init_from={ae_dir}", f"method.kwargs={{autoencoder: "
                          f"{AE_SPEC.replace('fit', '2.5')}, denoiser_from: {source}}}"))
@@ -324,6 +338,11 @@ def test_post_training_refuses_a_source_of_another_model(ae_dir, pretrained, tmp
         build_method(latent(ae_dir, f"denoiser_from: {export_weights(autoencoder, tmp_path / 'ae.safetensors')}"))
     with pytest.raises(ValueError, match=r"differs in method\.name: 'autoencoder' there"):  # its run, config known
         build_method(latent(ae_dir, f"denoiser_from: {ae_dir}"))
+    # a book experiment's export names its run: that run's definition, read beside the export, is checked
+    export = export_weights(build_method(latent(ae_dir)), tmp_path / "lpl-shapes" / "eps-s0.safetensors",
+                            metadata={"experiment": "lpl-shapes", "run": "eps-s0", "budget": "smoke"})
+    with pytest.raises(ValueError, match=r"differs in .*model: .*cpu-small.*init_from: .*lpl-shapes/autoencoder"):
+        build_method(latent(ae_dir, f"denoiser_from: {export}"))
     with pytest.raises(FileNotFoundError, match="no weights at"):
         build_method(latent(ae_dir, f"denoiser_from: {tmp_path / 'missing'}"))
     with pytest.raises(ValueError, match="a flow in pixel space takes its starting weights from init_from"):
@@ -335,7 +354,7 @@ def test_lpl_experiment_design_is_fair():
     optimiser, steps and seed); the ablations differ from eps-lpl-s0 in one LPL option; each post-training pair
     continues the same eps run for the same further steps, with and without LPL."""
     from pdlib.experiments import definition
-    from pdlib.experiments.lpl import ABLATIONS, KINDS, LPL_DEFAULTS, SEEDS, STEPS
+    from pdlib.experiments.lpl import ABLATIONS, KINDS, LPL_DEFAULTS, POST_SEED_OFFSET, SEEDS, STEPS
 
     runs = definition("lpl-shapes", "book")
 
@@ -357,7 +376,8 @@ def test_lpl_experiment_design_is_fair():
         assert post_lpl["method"]["kwargs"]["lpl"] == LPL_DEFAULTS and post["method"]["kwargs"]["lpl"] is None
         for run in (post, post_lpl):
             assert run["method"]["kwargs"]["denoiser_from"] == f"run:eps-s{seed}"
-            assert run["train"] == runs[f"eps-s{seed}"]["train"] | {"steps": STEPS["book"]["post"]}
+            assert run["train"] == runs[f"eps-s{seed}"]["train"] | {"steps": STEPS["book"]["post"],
+                                                                     "seed": seed + POST_SEED_OFFSET}
             assert run["diffusion"] == runs[f"eps-s{seed}"]["diffusion"] and run["model"] == runs["eps-s0"]["model"]
     main = runs["eps-lpl-s0"]
     for name, (_, change, weight) in ABLATIONS.items():

@@ -21,6 +21,7 @@ import io
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -203,17 +204,24 @@ class Run:
     log_steps: list
 
 
+#: presets whose run a chained preset reads: their folders stay until the session ends
+SOURCES = {source for name in PRESETS for source in _sources(name).values()}
+
+
 @pytest.fixture(scope="module", params=PRESETS)
 def trained(request, tmp_path_factory, no_md5_module):
     """Two training steps of the preset through the command line; shared by the tests of this preset. A
-    chained preset runs after the preset it starts from (PRESETS is ordered so), whose output it reads."""
+    chained preset runs after the preset it starts from (PRESETS is ordered so), whose output it reads. The
+    other presets' folders (a paper-size checkpoint can exceed 1 GB) are deleted after their tests."""
     name = request.param
     tmp = tmp_path_factory.getbasetemp() / name
     tmp.mkdir()
     data_root, out_dir = tmp / "data", tmp / "run"
     _write_data(name, data_root)
     printed = _cli(_train_args(name, data_root, out_dir, steps=2))
-    return Run(name, data_root, out_dir, printed, _checkpoint_step(out_dir / "checkpoint.pt"), _log_steps(out_dir))
+    yield Run(name, data_root, out_dir, printed, _checkpoint_step(out_dir / "checkpoint.pt"), _log_steps(out_dir))
+    if name not in SOURCES:
+        shutil.rmtree(tmp)
 
 
 @pytest.fixture(scope="module")

@@ -33,7 +33,8 @@
    weight (1, the authors' public code; 10).
 4. Post-training (the paper's section 4.1 and Tables 2 and 4: LPL added after pre-training without it): each
    seed's ``eps-s{seed}`` goes on for ``STEPS["post"]`` more steps with LPL (``eps-post-lpl-s{seed}``) and,
-   as its control, without (``eps-post-s{seed}``), both through ``method.kwargs.denoiser_from``. The paper's
+   as its control, without (``eps-post-s{seed}``), both through ``method.kwargs.denoiser_from`` and with the
+   training seed ``seed + POST_SEED_OFFSET`` (fresh batches and noise, not a replay). The paper's
    post-training numbers are for DDPM-eps, the kind that LPL from the first step harms here.
 
 Evaluation, per run: the valid-disc rate of 512 samples with its Wilson interval (every run starts from the
@@ -71,10 +72,13 @@ LPL_CODE = ("methods.ddpm", "methods.latent", "methods.autoencoder", "latent_run
 #: autoencoder steps 3.6; 20 latent runs of 1200 steps 70 (3.5 s per step of all twenty: 1.9 s the main
 #: grid, 1.6 s the ablations); building the runs 6; evaluation 4-5 (DDIM/Euler 50 on 512 samples: 9 s per
 #: run): about 84 probe minutes, 45-55 minutes on the book machine.
-#: ``post``: the post-training runs' further steps (half the pre-training's; the paper's 200k after 600k is a third).
+#: ``post``: the post-training runs' further steps (half the pre-training's; the paper's 200k after 600k is a
+#: third); their training seed is the source's plus ``POST_SEED_OFFSET``, so they draw fresh batches and noise
+#: rather than replay the source's first steps.
 STEPS = {"smoke": {"autoencoder": 3, "latent": 2, "post": 2}, "book": {"autoencoder": 800, "latent": 1200, "post": 600},
          "paper": {"autoencoder": 20000, "latent": 100000, "post": 50000}}
 SEEDS = (0, 1)
+POST_SEED_OFFSET = 100
 EVAL_SAMPLES = {"smoke": 8, "book": 512, "paper": 2000}
 SAMPLER_STEPS = {"smoke": 2, "book": 50, "paper": 50}  #: DDIM steps (diffusion) and Euler steps (flow)
 #: real images behind the reference spectrum; the autoencoder's reconstruction validity and spectrum use them too
@@ -167,7 +171,7 @@ def lpl_runs(budget: str) -> dict[str, RunConfig]:
     for seed in SEEDS:
         for lpl, spec in (("", None), ("-lpl", LPL_DEFAULTS)):
             name = f"eps-post{lpl}-s{seed}"
-            runs[name] = _latent(budget, name, "eps", seed, spec, denoiser=f"eps-s{seed}")
+            runs[name] = _latent(budget, name, "eps", seed + POST_SEED_OFFSET, spec, denoiser=f"eps-s{seed}")
     return runs
 
 
