@@ -797,7 +797,7 @@ assert rec_net.seen.tolist() == [0.0, 500.0, 1000.0]
 # %%
 config, wall = record["config"], record["train_wall_time_s"]
 runs = results["runs"]
-print(f"{'run':<15}{'method':<13}{'target':<8}{'LPL (weight; changed settings)':<42}{'LPL on':>7}{'steps':>7}"
+print(f"{'run':<17}{'method':<13}{'target':<8}{'LPL (weight; changed settings)':<42}{'LPL on':>7}{'steps':>7}"
       f"{'minutes':>9}")
 for run, cfg in config.items():
     kw = cfg["method"]["kwargs"]
@@ -810,7 +810,7 @@ for run, cfg in config.items():
         changed = {k: v for k, v in kw["lpl"].items() if v != config["eps-lpl-s0"]["method"]["kwargs"]["lpl"][k]}
         lpl_text = f"{kw['lpl_weight']:g}" + (f"; {changed}" if changed else "")
         gate = f"{runs[run]['lpl']['gate_fraction']:.0%}"
-    print(f"{run:<15}{cfg['method']['name']:<13}{target:<8}{lpl_text[:41]:<42}{gate:>7}{cfg['train']['steps']:>7}"
+    print(f"{run:<17}{cfg['method']['name']:<13}{target:<8}{lpl_text[:41]:<42}{gate:>7}{cfg['train']['steps']:>7}"
           f"{wall[run] / 60:>9.1f}")
 fractions = {run: row["lpl"]["gate_fraction"] for run, row in runs.items() if row["lpl"] is not None}
 assert all(fractions[f"{k}-lpl-s{s}"] == 0.2 for k in ("eps", "v") for s in SEEDS)
@@ -1134,9 +1134,33 @@ plt.tight_layout()
 plt.show()
 moved = {run: float((post_grids[run] - post_grids["eps-s0"]).abs().mean()) for run in ("eps-post-s0", "eps-post-lpl-s0")}
 print("mean absolute pixel change from the start, same noise: " + ", ".join(f"{k} {v:.3f}" for k, v in moved.items()))
+post_minutes = {x: sum(wall[f"eps-post{x}-s{s}"] for s in SEEDS) / len(SEEDS) / 60 for x in ("", "-lpl")}
+print(f"minutes per post-training run: no LPL {post_minutes['']:.1f}, LPL {post_minutes['-lpl']:.1f}")
+if not RETRAIN:
+    assert post_verdicts["eps", "eps-post", "validity"]["verdict"] == "better"
+    assert post_verdicts["eps", "eps-post-lpl", "validity"]["verdict"] == "unresolved"
+    assert post_verdicts["eps-post", "eps-post-lpl", "validity"]["verdict"] == "worse"
+    assert -0.14 < post_verdicts["eps-post", "eps-post-lpl", "validity"]["diff"] < -0.11
+    assert {v["verdict"] for (_, _, m), v in post_verdicts.items() if m == "spectrum"} == {"unresolved"}
+    assert all(0.86 <= rate(f"eps-post-s{s}")["rate"] < 0.88 for s in SEEDS)
+    assert all(0.72 <= rate(f"eps-post-lpl-s{s}")["rate"] < 0.76 for s in SEEDS)
+    assert max(moved.values()) < 0.05 and 1.5 < post_minutes["-lpl"] / post_minutes[""] < 2
 
 # %% [markdown]
-# POST-TRAINING RESULTS: TO BE WRITTEN FROM THE RECORD.
+# Post-training does not rescue LPL at this scale. Without LPL, 600 more steps raise the valid rate from
+# 74-77 % to 87 %, beyond the noise: the $\epsilon$ models of the main grid were simply not done. With LPL,
+# the same 600 steps end where they began (73-75 %, within the noise of the start), 13 points below their
+# control, beyond the noise on both seeds. That is about the 15 points that LPL from the first step cost.
+# Neither continuation moves the spectrum error beyond the seeds' spread. The same noise still gives the same
+# disc in the same place and colour in all three grids (the mean pixel change from the start is about 0.03
+# for both continuations); what LPL changes is again how often a disc comes out blotchy enough to fail the
+# solid-colour test. An LPL step cost about 1.7 times a plain one here too.
+#
+# This is one setting, and a small one. The paper pre-trains for 600k iterations and its Table 4 finds the
+# gain of LPL growing with the length of the pre-training (FID -0.58, -0.78 and -0.97 after 0, 50k and 400k
+# more iterations without it). Our pre-training is 1,200 steps, and the control shows these models still
+# improving fast. So the experiment says that LPL does not help an $\epsilon$ model that is far from
+# converged, on 16x16 discs, with this decoder. It does not test the paper's regime of a converged model.
 #
 # ### Training curves
 #
@@ -1290,7 +1314,10 @@ assert round(min(gains.values()), 3) == 0.058 and round(max(gains.values()), 3) 
 # `cifar10-latent` (DDPM-$\epsilon$, no LPL), `cifar10-latent-lpl` (the same with LPL, $w_{LPL} = 3$, all maps,
 # depth weights, the predicted map's statistics, the mask, $\mathrm{SNR} \ge 3.07$) and `cifar10-flow-lpl`
 # (flow matching on the OT path with the same LPL, 50 Euler steps). Each reads the autoencoder's run folder
-# through `init_from`. On a GPU machine:
+# through `init_from`. The paper's post-training phase is one more link, `cifar10-latent-lpl-post`: it
+# continues the finished `cifar10-latent` network (`method.kwargs.denoiser_from: runs/cifar10-latent`) with
+# LPL for 200k steps, with the EMA decay the paper prefers with LPL (0.99975), and its control is the same
+# command without LPL. On a GPU machine:
 #
 # ```bash
 # python -m pdlib weights                                 # LPIPS weights for the autoencoder, once
@@ -1299,6 +1326,9 @@ assert round(min(gains.values()), 3) == 0.058 and round(max(gains.values()), 3) 
 # python -m pdlib train --config cifar10-latent           # DDPM-eps on the latents, no LPL
 # python -m pdlib train --config cifar10-latent-lpl       # the same + LPL
 # python -m pdlib train --config cifar10-flow-lpl         # flow matching + LPL
+# python -m pdlib train --config cifar10-latent-lpl-post  # post-training: cifar10-latent's network + LPL
+# python -m pdlib train --config cifar10-latent-lpl-post method.kwargs.lpl=null train.ema_decay=0.9999 \
+#     out_dir=runs/cifar10-latent-post                    # its control: the same steps without LPL
 # # the flow without LPL, and the paper's uniform-weights ablation, as overrides
 # python -m pdlib train --config cifar10-flow-lpl name=cifar10-flow method.kwargs.lpl=null
 # python -m pdlib train --config cifar10-latent-lpl name=cifar10-latent-lpl-uniform \
@@ -1307,17 +1337,18 @@ assert round(min(gains.values()), 3) == 0.058 and round(max(gains.values()), 3) 
 # python -m pdlib eval --config cifar10-latent --n-samples 50000
 # python -m pdlib eval --config cifar10-latent-lpl --n-samples 50000
 # python -m pdlib eval --config cifar10-flow-lpl --n-samples 50000
+# python -m pdlib eval --config cifar10-latent-lpl-post --n-samples 50000
 # ```
 #
 # and this chapter's experiment with `python -m pdlib experiment lpl-shapes --budget paper` (or
-# `PAPER_SCALE = True` above). Two differences from the paper matter most. The presets apply LPL from the
-# first step for all 800k steps; the paper's post-training phase (LPL added after 600k steps without it,
-# from the same weights) is not configured in `pdlib`, since a run that continues another run's network
-# while also reading the autoencoder would need two weights sources. And the presets keep the baseline's
-# EMA decay of 0.9999 so that the two runs differ by the loss alone (`train.ema_decay=0.99975` gives the
-# paper's choice with LPL). The models are unconditional, so there is no guidance, and their lengths are our
-# choice; the paper's numbers above come from different data, networks and autoencoders and cannot be
-# compared with FIDs of these presets.
+# `PAPER_SCALE = True` above). `cifar10-latent-lpl` applies LPL from the first step for all 800k steps and
+# keeps the baseline's EMA decay of 0.9999, so that it differs from `cifar10-latent` by the loss alone;
+# `cifar10-latent-lpl-post` is the paper's recipe (800k steps without LPL, then 200k with it; the paper
+# pre-trains 600k). `celebahq256-latent-lpl` and `celebahq256-latent-lpl-post` do the same at 256 pixels on
+# CelebA-HQ. The models are unconditional, so there is no guidance, and their lengths are our choice; the
+# paper's numbers above come from different data, networks and autoencoders and cannot be compared with
+# FIDs of these presets. Heavy-tailed ("mode") sampling of the flow's time, the paper's choice for Flow-OT,
+# is not implemented: the flow presets draw $t \sim U(0, 1)$.
 #
 # ## Summary
 #
@@ -1340,7 +1371,12 @@ assert round(min(gains.values()), 3) == 0.058 and round(max(gains.values()), 3) 
 #   within it. It lifted the $\epsilon$ models' high-frequency power a little, in the direction of the
 #   paper's Figure 4, but far less than the gap to real images. It nearly doubled the cost of a step. Of
 #   the ablations, the paper's looser noise threshold helped, as in its Figure 6; a large weight hurt, as
-#   in its Figure 9.
+#   in its Figure 9. Added in a post-training phase, as the paper does, LPL again cost the $\epsilon$
+#   models 13 points of valid discs against 600 more plain steps; this tests models far from convergence,
+#   not the paper's regime.
+# - `method.kwargs.denoiser_from` continues an earlier latent or flow run's network (it refuses a run of
+#   another autoencoder, target or network); `cifar10-latent-lpl-post` and `celebahq256-latent-lpl-post`
+#   are the paper's recipe at GPU scale.
 #
 # ## Exercises
 #
