@@ -131,3 +131,21 @@ def test_results_root_reads_committed_artifacts_or_retrains_into_a_fresh_folder(
     fresh = experiments.results_root(("a", "b"), retrain=True, budget="smoke", root=tmp_path)
     assert fresh != tmp_path and [(n, b) for n, b, _ in ran] == [("a", "smoke"), ("b", "smoke")]
     assert [o for _, _, o in ran] == [fresh / "a", fresh / "b"]
+
+
+@pytest.mark.parametrize("budget", ["smoke", "book"])
+def test_long_lddgan_differs_from_its_ablation_row_only_as_stated(budget):
+    """Chapter 8 compares lddgan-digits-long with the ablation's lddgan-rec: same autoencoder definition,
+    same networks, losses, seed and data; only the name, steps, batch size and lr_D may differ."""
+    from pdlib.experiments import lddgan_long
+
+    ablation = experiments.definition("lddgan-digits", budget)
+    long = experiments.definition("lddgan-digits-long", budget)
+    assert long["autoencoder"] == ablation["autoencoder"]
+    row, base = long["lddgan-long"], ablation[lddgan_long.BASE_ROW]
+    steps, base_steps = row["train"].pop("steps"), base["train"].pop("steps")
+    assert steps == lddgan_long.LONG_STEPS[budget] and (budget == "smoke" or steps == 8 * base_steps)  # "8x longer"
+    assert row["train"].pop("batch_size") == lddgan_long.CHANGES["batch_size"] != base["train"].pop("batch_size")
+    assert row["method"]["kwargs"].pop("lr_d") == lddgan_long.CHANGES["lr_d"] != base["method"]["kwargs"].pop("lr_d")
+    row.pop("name"), base.pop("name")
+    assert row == base
