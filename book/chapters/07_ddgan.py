@@ -40,6 +40,7 @@
 RETRAIN = False
 PAPER_SCALE = False
 
+import json
 import math
 from pathlib import Path
 
@@ -413,11 +414,24 @@ for name, (_, q) in live.items():
 # recall of about 0.13 says its samples cover only a small part of the held-out digits (the pixel
 # model's class histogram is also lopsided). The experiment trains each GAN for 1500 steps, a few
 # CPU-minutes; the papers train DDGAN for about 350,000 steps of a much larger batch on CIFAR-10, and
-# an adversarial game converges far more slowly than the DDPM's regression loss. We leave these
-# artifacts in the chapter as what they are, a pipeline check and a baseline: the toy experiment above
+# an adversarial game converges far more slowly than the DDPM's regression loss. The training logs
+# (the next cell) show what goes wrong: the discriminator's loss settles at its chance value
+# $2 \ln 2 \approx 1.386$ and stays there, a value the loss takes only with logits near zero for real
+# and fake pairs alike: the discriminator never gets ahead of the generator, so the generator receives
+# almost no signal. We leave these artifacts in the chapter as what they are, a pipeline check and a baseline: the toy experiment above
 # is where DDGAN's idea is shown to work, and {doc}`08_lddgan` shows that moving the same chain into an
 # autoencoder's latent space, with a reconstruction term, gets much further in the same minutes.
-#
+
+# %%
+print(f"discriminator loss, mean over the last 500 steps (chance: 2 ln 2 = {2 * math.log(2):.3f})")
+for run in ("ddgan", "wddgan"):
+    history = json.loads((root / NAME / f"{run}_history.json").read_text())
+    last = [h["D/adv"] for h in history if h["step"] > history[-1]["step"] - 500]
+    d_loss = sum(last) / len(last)
+    print(f"  {run:<7} {d_loss:.3f}  ({len(last)} logged steps)")
+    assert abs(d_loss - 2 * math.log(2)) < 0.01  # what the text above says
+
+# %% [markdown]
 # ## Summary
 #
 # - With few, large steps the true denoising distribution is multimodal; a Gaussian step cannot

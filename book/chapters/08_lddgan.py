@@ -32,11 +32,13 @@
 #   the same data, side by side in one run.
 #
 # **Where the models come from.** `python -m pdlib experiment lddgan-digits` trained two autoencoders
-# and four LDDGANs on the 8x8 digits (its record below gives the commit and the wall times); this
-# notebook loads them, samples and measures live. `RETRAIN = True` trains them here.
+# and four LDDGANs on the 8x8 digits, and `python -m pdlib experiment lddgan-digits-long` trained one
+# more LDDGAN for eight times as many steps, the model of the speed comparison (their records below give
+# the commits and the wall times); this notebook loads them, samples and measures live. `RETRAIN = True`
+# trains them here.
 
 # %%
-# The switches. RETRAIN = True trains lddgan-digits here (its minutes are printed below).
+# The switches. RETRAIN = True trains lddgan-digits and lddgan-digits-long here (their minutes are printed below).
 RETRAIN = False
 PAPER_SCALE = False
 
@@ -60,24 +62,28 @@ torch.set_num_threads(1)
 torch.manual_seed(0)
 BUDGET = "paper" if PAPER_SCALE else "book"
 RESULTS = Path("../results")
-NAME = "lddgan-digits"
-root = experiments.results_root(NAME, retrain=RETRAIN, budget=BUDGET, root=RESULTS)
-record = experiments.load_record(NAME, root)
-print(
-    f"{NAME}: commit {record['commit'][:7]}, pdlib {record['pdlib_version']}, "
-    f"budget {record['budget']}, {record['machine']}"
-)
-for run, seconds in record["train_wall_time_s"].items():
-    steps = record["config"][run]["train"]["steps"]
-    print(f"  {run:<16} {steps:>5} steps in {seconds / 60:4.1f} min")
+NAME, LONG = "lddgan-digits", "lddgan-digits-long"
+root = experiments.results_root([NAME, LONG], retrain=RETRAIN, budget=BUDGET, root=RESULTS)
+records = {name: experiments.load_record(name, root) for name in (NAME, LONG)}
+record = records[NAME]
+for name, info in records.items():
+    print(
+        f"{name}: commit {info['commit'][:7]}, pdlib {info['pdlib_version']}, "
+        f"budget {info['budget']}, {info['machine']}"
+    )
+    for run, seconds in info["train_wall_time_s"].items():
+        steps = info["config"][run]["train"]["steps"]
+        batch = info["config"][run]["train"]["batch_size"]
+        print(f"  {run:<16} {steps:>6} steps at batch {batch:>3} in {seconds / 60:4.1f} min")
 
 
-def load(run):
-    cfg = experiments.run_config(NAME, run, BUDGET, root)
-    return load_trained(cfg, root / NAME / f"{run}.safetensors")
+def load(run, name=NAME):
+    cfg = experiments.run_config(name, run, BUDGET, root)
+    return load_trained(cfg, root / name / f"{run}.safetensors")
 
 
 methods = {run: load(run) for run in record["config"]}
+long_lddgan = load("lddgan-long", LONG)
 
 # %% [markdown]
 # ## The autoencoder
@@ -268,8 +274,12 @@ plt.show()
 # task, and the table reports network calls (NFE), seconds per 100 images (decoder included, median of
 # 5 repetitions of 100 images, one thread) and the quality of 1000 samples. The DDPM is the committed
 # `ddpm-digits` model of {doc}`05_images` (v-prediction, 1000 steps), sampled with DDIM at 100 and 50
-# steps; the LDDGAN is the best of the ablation, `lddgan-rec`. The timings vary with the machine, so the cell's output is not checked by the tests; the
-# quality columns are measured in the next cell, which is.
+# steps. The LDDGAN is `lddgan-long` of `lddgan-digits-long`: the ablation's best row, `lddgan-rec`,
+# trained for 12,000 steps instead of 1,500, at batch 128 instead of 64 and with the discriminator's
+# learning rate equal to the generator's (2e-4 instead of 5e-4; short probes, noted in the project's
+# issue 8, found these two changes the most useful of those tried). It has the same networks, so the
+# same speed. The timings vary with the machine, so the cell's output is not checked by the tests; the
+# quality columns are measured in the next cell, which is, with the 1,500-step `lddgan-rec` beside it.
 
 # %%
 ddpm = load_trained(
@@ -277,7 +287,7 @@ ddpm = load_trained(
     RESULTS / "ddpm-digits" / "ddpm.safetensors",
 )
 SAMPLERS = {
-    "LDDGAN (4 steps + decoder)": (methods["lddgan-rec"], {}, 4),
+    "LDDGAN (4 steps + decoder)": (long_lddgan, {}, 4),
     "DDPM, DDIM 100": (
         ddpm,
         dict(sampler="ddim", steps=100, clip=True, progress=False),
@@ -312,36 +322,73 @@ for name, (_, _, nfe) in SAMPLERS.items():
     )
 
 # %%
-speed_quality = {}
-for name, (m, kw, nfe) in SAMPLERS.items():
+speed_quality, speed_samples = {}, {}
+QUALITY_ROWS = {"LDDGAN, 1500 steps (lddgan-rec)": (methods["lddgan-rec"], {}, 4), **SAMPLERS}
+for name, (m, kw, nfe) in QUALITY_ROWS.items():
     with torch.no_grad():
-        x = m.sample(1000, generator=torch.Generator().manual_seed(0), **kw)
-    speed_quality[name] = digits_quality(x.clamp(-1, 1), classifier)["samples"]
+        x = m.sample(1000, generator=torch.Generator().manual_seed(0), **kw).clamp(-1, 1)
+    speed_quality[name] = digits_quality(x, classifier)["samples"]
+    speed_samples[name] = x[:64]
 lddgan_q = speed_quality["LDDGAN (4 steps + decoder)"]
-for name in ("DDPM, DDIM 100", "DDPM, DDIM 50"):  # what the text below says
-    assert speed_quality[name]["frechet"] < 1.5 * floor["frechet"]
-    assert lddgan_q["frechet"] > 3 * speed_quality[name]["frechet"]
-    assert lddgan_q["precision"] < speed_quality[name]["precision"]
-    assert lddgan_q["recall"] < speed_quality[name]["recall"]
-print(f"{'sampler':<28}{'NFE':>5}{'precision':>10}{'recall':>8}{'Frechet':>9}")
-for name, (_, _, nfe) in SAMPLERS.items():
+short_q = speed_quality["LDDGAN, 1500 steps (lddgan-rec)"]
+ddim_q = speed_quality["DDPM, DDIM 100"]
+# what the text below says (noise: the largest change between two sample sets in the ablation above)
+assert ddim_q["frechet"] < 1.5 * floor["frechet"]
+assert lddgan_q["frechet"] < short_q["frechet"] - 2 * fd_noise
+assert lddgan_q["recall"] - short_q["recall"] > 1.5 * recall_noise
+assert ddim_q["frechet"] < lddgan_q["frechet"] < ddim_q["frechet"] + fd_noise
+assert lddgan_q["precision"] > ddim_q["precision"] + recall_noise
+assert lddgan_q["recall"] < ddim_q["recall"] - 2 * recall_noise
+print(f"{'sampler':<34}{'NFE':>5}{'precision':>10}{'recall':>8}{'Frechet':>9}")
+for name, (_, _, nfe) in QUALITY_ROWS.items():
     q = speed_quality[name]
     print(
-        f"{name:<28}{nfe:>5}{q['precision']:>10.2f}{q['recall']:>8.2f}"
+        f"{name:<34}{nfe:>5}{q['precision']:>10.2f}{q['recall']:>8.2f}"
         f"{q['frechet']:>9.1f}"
     )
 
+# %%
+SHOWN = {
+    "LDDGAN, 1500 steps": "LDDGAN, 1500 steps (lddgan-rec)",
+    "LDDGAN, 12000 steps": "LDDGAN (4 steps + decoder)",
+    "DDPM, DDIM 100": "DDPM, DDIM 100",
+}
+fig, axes = plt.subplots(1, 3, figsize=(11, 4))
+for ax, (title, name) in zip(axes, SHOWN.items()):
+    q = speed_quality[name]
+    show_images(
+        ax,
+        speed_samples[name],
+        title=f"{title}\nP {q['precision']:.2f} R {q['recall']:.2f} FD {q['frechet']:.1f}",
+    )
+plt.tight_layout()
+plt.show()
+
 # %% [markdown]
-# **Speed: met. Quality: not at this budget.** In the run shown, LDDGAN drew 100 digits in about an
-# eighth of a second with 4 generator calls and one decoder call, more than 30 times faster than DDIM
-# with 100 steps of the DDPM on the same machine and about 17 times faster than DDIM with 50: the 20x
-# we aimed for against DDIM-100 is cleared (the ratio follows the number of network calls, 4 against 100, since the
-# generator, the decoder and the UNet cost about the same per call on these tiny inputs). The quality
-# columns are the other half of the trade-off: the DDPM's Fréchet distance is close to the real-vs-real
-# floor, the LDDGAN's is several times larger, and its precision and recall are lower. "As good as
-# DDIM-100, 20 times faster", which the paper reports for CIFAR-10 (4 NFE at FID 2.98 against DDIM's
-# 50 NFE at 4.67, Table 3), is not what a few CPU-minutes of adversarial training give; the speed is
-# structural, the quality needs the papers' training budget.
+# **Speed: met. Fidelity: comparable. Coverage: not yet.** In the run shown, LDDGAN drew 100 digits
+# in under a tenth of a second with 4 generator calls and one decoder call, more than 30 times faster
+# than DDIM with 100 steps of the DDPM on the same machine and about 18 times faster than DDIM with 50:
+# the 20x we aimed for against DDIM-100 is cleared (the ratio follows the number of network calls, 4
+# against 100, since the generator, the decoder and the UNet cost about the same per call on these tiny
+# inputs). The quality columns are the other half of the trade-off. Compare them with the noise
+# measured in the ablation above (the largest change between two sample sets: 7.4 in Fréchet distance,
+# 0.06 in recall):
+#
+# - **Training longer closed most of the Fréchet gap.** Eight times the steps took the LDDGAN from a
+#   Fréchet distance of 34 to 12.3, now 3.5 above DDIM-100's and less than the sample noise away,
+#   and its class counts are even (its record); its recall rose from 0.55 to 0.68, about twice the
+#   noise.
+# - **Fidelity is as good or better.** Its precision, 0.91, is above DDIM-100's 0.82 by more than the
+#   noise: nearly every sample lies among real digits (the grids above: clean, well-formed digits).
+# - **Coverage is not.** Its recall, 0.68, is 0.19 below DDIM-100's 0.87, three times the noise: the
+#   GAN's samples leave out a larger share of the held-out digits' styles, the classic weakness of
+#   adversarial training that DDGAN's chain reduces but does not remove. (The paper reports recall
+#   0.58 for LDDGAN on CIFAR-10 against 0.57 for DDPM and 0.41 for StyleGAN2 without ADA, Table 3; on these
+#   digits the DDPM covers more.)
+#
+# So "as good as DDIM-100, 20 times faster", which the paper reports for CIFAR-10 (4 NFE at FID 2.98
+# against DDIM's 50 NFE at 4.67, Table 3), holds here for speed and fidelity after 24 CPU-minutes of
+# training, but not for coverage. Each row is one training seed and one sample seed of 1000 samples.
 #
 # ## What each GAN variant costs
 #
