@@ -416,10 +416,10 @@ for name, (_, q) in live.items():
 # CPU-minutes; the papers train DDGAN for about 350,000 steps of a much larger batch on CIFAR-10, and
 # an adversarial game converges far more slowly than the DDPM's regression loss. The training logs
 # (the next cell) show what goes wrong: the discriminator's loss settles at its chance value
-# $2 \ln 2 \approx 1.386$ and stays there, a value the loss takes only with logits near zero for real
-# and fake pairs alike: the discriminator never gets ahead of the generator, so the generator receives
-# almost no signal. We leave these artifacts in the chapter as what they are, a pipeline check and a baseline: the toy experiment above
-# is where DDGAN's idea is shown to work, and {doc}`08_lddgan` shows that moving the same chain into an
+# $2 \ln 2 \approx 1.386$ and stays there: the loss of a discriminator that answers "one half" to every
+# pair, real or fake. It never gets ahead of the generator, so the generator receives almost no
+# signal. We leave these artifacts in the chapter as what they are, a pipeline check and a baseline:
+# the toy experiment above is where DDGAN's idea is shown to work, and {doc}`08_lddgan` shows that moving the same chain into an
 # autoencoder's latent space, with a reconstruction term, gets much further in the same minutes.
 
 # %%

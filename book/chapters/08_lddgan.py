@@ -67,10 +67,7 @@ root = experiments.results_root([NAME, LONG], retrain=RETRAIN, budget=BUDGET, ro
 records = {name: experiments.load_record(name, root) for name in (NAME, LONG)}
 record = records[NAME]
 for name, info in records.items():
-    print(
-        f"{name}: commit {info['commit'][:7]}, pdlib {info['pdlib_version']}, "
-        f"budget {info['budget']}, {info['machine']}"
-    )
+    print(experiments.record_summary(info))
     for run, seconds in info["train_wall_time_s"].items():
         steps = info["config"][run]["train"]["steps"]
         batch = info["config"][run]["train"]["batch_size"]
@@ -375,9 +372,8 @@ plt.show()
 # 0.06 in recall):
 #
 # - **Training longer closed most of the Fréchet gap.** Eight times the steps took the LDDGAN from a
-#   Fréchet distance of 34 to 12.3, now 3.5 above DDIM-100's and less than the sample noise away,
-#   and its class counts are even (its record); its recall rose from 0.55 to 0.68, about twice the
-#   noise.
+#   Fréchet distance of 34 to 12.3, now 3.5 above DDIM-100's and less than the sample noise away;
+#   its recall rose from 0.55 to 0.68, about twice the noise.
 # - **Fidelity is as good or better.** Its precision, 0.91, is above DDIM-100's 0.82 by more than the
 #   noise: nearly every sample lies among real digits (the grids above: clean, well-formed digits).
 # - **Coverage is not.** Its recall, 0.68, is 0.19 below DDIM-100's 0.87, three times the noise: the
