@@ -149,3 +149,22 @@ def test_long_lddgan_differs_from_its_ablation_row_only_as_stated(budget):
     assert row["method"]["kwargs"].pop("lr_d") == lddgan_long.CHANGES["lr_d"] != base["method"]["kwargs"].pop("lr_d")
     row.pop("name"), base.pop("name")
     assert row == base
+
+
+@pytest.mark.parametrize("budget", ["smoke", "book"])
+def test_long_ddgan_is_trained_like_the_long_lddgan(budget):
+    """Chapter 7 sets ddgan-digits-long beside chapter 8's lddgan-digits-long: it is ddgan-digits' pixel run
+    with the long latent run's changes (steps, batch size, lr_D) and nothing else."""
+    from pdlib.experiments import ddgan_long, lddgan_long
+
+    row = experiments.definition("ddgan-digits-long", budget)["ddgan-long"]
+    base = experiments.definition("ddgan-digits", budget)[ddgan_long.BASE_ROW]
+    latent = experiments.definition("lddgan-digits-long", budget)["lddgan-long"]
+    assert row["train"]["batch_size"] == latent["train"]["batch_size"] != base["train"].pop("batch_size")
+    assert row["train"]["steps"] == latent["train"]["steps"]
+    assert budget == "smoke" or row["train"]["steps"] == 8 * base["train"]["steps"]  # "8x the steps"
+    base["train"].pop("steps")
+    assert row["method"]["kwargs"]["lr_d"] == latent["method"]["kwargs"]["lr_d"] == latent["method"]["kwargs"]["lr_g"]
+    assert row["method"]["kwargs"].pop("lr_d") != base["method"]["kwargs"].pop("lr_d")
+    row["train"].pop("steps"), row["train"].pop("batch_size"), row.pop("name"), base.pop("name")
+    assert row == base
