@@ -155,7 +155,7 @@ def test_long_lddgan_differs_from_its_ablation_row_only_as_stated(budget):
 def test_long_ddgan_is_trained_like_the_long_lddgan(budget):
     """Chapter 7 sets ddgan-digits-long beside chapter 8's lddgan-digits-long: it is ddgan-digits' pixel run
     with the long latent run's changes (steps, batch size, lr_D) and nothing else."""
-    from pdlib.experiments import ddgan_long, lddgan_long
+    from pdlib.experiments import ddgan_long
 
     row = experiments.definition("ddgan-digits-long", budget)["ddgan-long"]
     base = experiments.definition("ddgan-digits", budget)[ddgan_long.BASE_ROW]
