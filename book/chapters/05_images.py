@@ -946,7 +946,7 @@ plt.show()
 # over-represented, the 0s and 2s under). The numbers say the same, each measured against its floor:
 # precision 0.83 against 0.90 (a few samples are scrawls no real digit resembles), recall 0.86
 # against 0.91, and a Fréchet distance of 9.5 against 8.5 in the recorded run. The live run, with
-# other samples, lands close by (its floor differs too, because it uses other real digits); the
+# other samples, lands close by (its floor can differ too, because it uses other real digits); the
 # Fréchet distance moves most between runs, by several units at 1,000 samples, which is why it is
 # never read without its floor and its sample count.
 

@@ -294,7 +294,8 @@ blind = {}
 for mode in ("predicted", "target", "separate"):
     loss = LatentPerceptualLoss(MapsAsLatents(), normalize=mode, outlier_mask=False, snr_threshold=None)
     blind[mode] = float(loss(phi_hat, phi).mean())
-    print(f"{mode:<10} statistics: LPL of the affine copy {blind[mode]:.2e}")
+    shown = f"{blind[mode]:.2e}" if blind[mode] > 1e-9 else "zero up to float rounding (below 1e-9)"
+    print(f"{mode:<10} statistics: LPL of the affine copy {shown}")
 # eq. 11.5: with the predicted map's statistics the term is the difference in units of its spread
 spread = (phi_hat.var((-2, -1), correction=0, keepdim=True) + NORM_EPS).sqrt()
 by_hand = ((phi - phi_hat) / spread).pow(2).mean((-2, -1)).mean(1).mean()
