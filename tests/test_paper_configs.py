@@ -11,6 +11,11 @@ For each preset whose data lives on disk (``pdlib.config.preset_names()``, minus
 and for the cheapest of them ``torchrun --standalone --nproc_per_node=2 -m pdlib train`` trains two
 steps with 2 gloo processes.
 
+The 64- and 256-pixel presets (CelebA, CelebA-HQ) train two steps, which builds their network, reads their
+data and draws their sample grid; resume and eval run on the 32x32 preset of the same method, which runs
+the same commands on a smaller network and smaller images (``test_every_large_preset_has_a_small_counterpart``).
+The latent perceptual loss check runs once per method and autoencoder.
+
 Only the sizes that do not change the code path are cut: batch 2, 2 steps, 2 sampler steps, a handful of
 images. T, the network and the data format are the preset's.
 """
@@ -97,6 +102,37 @@ def _cost(name):
     return n_params * cfg.data.size ** 2
 
 
+SMALL = 32  # CIFAR-10's image size: resume and eval run on the presets of this size
+
+
+def _method_variant(cfg):
+    """What decides the code that ``train --resume`` and ``eval`` run: the method, the network type and the
+    method's options (their names: across the presets of one variant the values differ only in sizes,
+    loss weights and learning rates)."""
+    return cfg.method.name, cfg.model.type, tuple(sorted(cfg.method.kwargs or {}))
+
+
+def _lpl_group(cfg):
+    """The latent perceptual loss check goes through the autoencoder's decoder: one check per method and
+    autoencoder run."""
+    return cfg.method.name, cfg.init_from
+
+
+def _skip_unless_small(name):
+    if config_mod.load_config(name).data.size > SMALL:
+        pytest.skip(f"{name} trains two steps above; this command runs on the {SMALL}x{SMALL} preset of its method")
+
+
+def test_every_large_preset_has_a_small_counterpart():
+    """Resume and eval are only checked at 32x32: each larger preset needs a 32x32 one of the same variant."""
+    small = {_method_variant(config_mod.load_config(n)) for n in PRESETS
+             if config_mod.load_config(n).data.size <= SMALL}
+    large = [n for n in PRESETS if config_mod.load_config(n).data.size > SMALL]
+    assert large and small, "expected presets on both sides of the cut"
+    missing = [n for n in large if _method_variant(config_mod.load_config(n)) not in small]
+    assert not missing, f"no {SMALL}x{SMALL} preset runs the same code as {missing}: its resume/eval go untested"
+
+
 def test_every_data_kind_on_disk_has_a_writer():
     """A new data set kind (pdlib.config.DATASETS) must get a writer here, or its presets go untested."""
     on_disk = set(config_mod.DATASETS) - GENERATED
@@ -169,7 +205,7 @@ def _common_args(name, data_root, out_dir):
 
 def _train_args(name, data_root, out_dir, steps):
     return ["train", *_common_args(name, data_root, out_dir), f"train.steps={steps}", "train.batch_size=2",
-            "train.amp=null", "train.log_every=1", "train.checkpoint_every=1",
+            "train.amp=null", "train.log_every=1",
             "sample.n=2"]  # the grid that train draws at its end: 2 images, 2 sampler steps
 
 
@@ -245,6 +281,7 @@ def test_train_two_steps(trained):
 
 
 def test_resume_continues_from_the_checkpoint(trained):
+    _skip_unless_small(trained.name)
     printed = _cli([*_train_args(trained.name, trained.data_root, trained.out_dir, steps=3), "--resume"])
     assert _checkpoint_step(trained.out_dir / "checkpoint.pt") == 3
     assert _log_steps(trained.out_dir) == [1, 2, 3]
@@ -255,6 +292,7 @@ def test_eval_reports_inception_metrics(trained, fid_weights, no_md5_module, tmp
     cfg = config_mod.load_config(trained.name)
     if cfg.model.type == "autoencoder":
         pytest.skip("an autoencoder reconstructs; its generative model is the LDDGAN preset that uses it")
+    _skip_unless_small(trained.name)
     printed = _cli(["eval", *_common_args(trained.name, trained.data_root, trained.out_dir), "--n-samples", 2,
                     "sample.batch_size=2", f"eval.fid_weights={fid_weights}", f"eval.stats_dir={tmp_path}",
                     "eval.allow_small=true"])
@@ -272,6 +310,10 @@ def test_lpl_term_reaches_the_network(trained):
     cfg = config_mod.load_config(trained.name)
     if not cfg.method.kwargs.get("lpl"):
         pytest.skip("no latent perceptual loss in this preset")
+    first = min(n for n in PRESETS if config_mod.load_config(n).method.kwargs.get("lpl")
+                and _lpl_group(config_mod.load_config(n)) == _lpl_group(cfg))
+    if first != trained.name:
+        pytest.skip(f"the same method and autoencoder as {first}, checked there")
     cfg = config_mod.load_config(trained.name, _common_args(trained.name, trained.data_root, trained.out_dir)[2:])
     method = pipeline.load_trained(cfg)
     method.lpl.net.snr_threshold = None  # every sample counts
