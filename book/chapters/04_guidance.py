@@ -397,7 +397,7 @@ plt.show()
 #   the clusters shrink to about 70 % of their true spread. The sliced Wasserstein distance, which
 #   wants the *whole* class distribution, is best at $w = 1$; guidance trades it for typical samples.
 # - At $w = 8$ guidance starts to overshoot: "inside" drops to 0.98, the distance to the nearest data
-#   point grows from 0.007 to 0.010, and the spread stops shrinking (0.69, against 0.68 at $w = 5$),
+#   point grows from 0.007 to 0.011, and the spread stops shrinking (0.69, against 0.68 at $w = 5$),
 #   because some clusters stretch along a ray pointing away from the other classes (the zoom further
 #   down shows class 0 pushed off-centre).
 #
