@@ -168,3 +168,26 @@ def test_long_ddgan_is_trained_like_the_long_lddgan(budget):
     assert row["method"]["kwargs"].pop("lr_d") != base["method"]["kwargs"].pop("lr_d")
     row["train"].pop("steps"), row["train"].pop("batch_size"), row.pop("name"), base.pop("name")
     assert row == base
+
+
+@pytest.mark.parametrize("budget", ["smoke", "book"])
+def test_long_wddgan_is_trained_like_the_long_pixel_ddgan(budget):
+    """Chapter 7 sets wddgan-digits-long beside ddgan-digits-long: it is ddgan-digits' wavelet run with the long
+    pixel run's steps, batch size and lr_D, and nothing else; and the long pixel run differs from its own base row
+    in those same three settings, so the two long runs differ only where ddgan-digits' rows do."""
+    from pdlib.experiments import ddgan_long, wddgan_long
+
+    row = experiments.definition("wddgan-digits-long", budget)["wddgan-long"]
+    base = experiments.definition("ddgan-digits", budget)[wddgan_long.BASE_ROW]
+    pixel = experiments.definition("ddgan-digits-long", budget)["ddgan-long"]
+    pixel_base = experiments.definition("ddgan-digits", budget)[ddgan_long.BASE_ROW]
+    assert row["train"]["steps"] == pixel["train"]["steps"] and base["train"]["steps"] == pixel_base["train"]["steps"]
+    assert budget == "smoke" or row["train"]["steps"] == 8 * base["train"]["steps"]  # "8x the steps"
+    assert row["train"]["batch_size"] == pixel["train"]["batch_size"] != base["train"]["batch_size"]
+    assert row["method"]["kwargs"]["lr_d"] == pixel["method"]["kwargs"]["lr_d"] != base["method"]["kwargs"]["lr_d"]
+    assert base["method"]["kwargs"]["space"] == "wavelet" and row["name"] != base["name"]
+    for long, short in ((row, base), (pixel, pixel_base)):
+        long["train"].pop("steps"), long["train"].pop("batch_size"), long["method"]["kwargs"].pop("lr_d")
+        short["train"].pop("steps"), short["train"].pop("batch_size"), short["method"]["kwargs"].pop("lr_d")
+        long.pop("name"), short.pop("name")
+        assert long == short

@@ -263,4 +263,6 @@ def check_artifacts(root=None) -> list[str]:
     return problems
 
 
-from . import ddgan_long, gans, images, lddgan_long, lpl, metric_functions, recipe, selfperceptual  # noqa: E402,F401  (register the chapters' experiments)
+# register the chapters' experiments
+from . import (ddgan_long, gans, images, lddgan_long, lpl, metric_functions, recipe,  # noqa: E402,F401
+               selfperceptual, wddgan_long)
