@@ -31,13 +31,14 @@
 # - find the configurations and commands of the papers' CIFAR-10 and CelebA-HQ runs.
 #
 # **Where the image models come from.** The toy models train live. The digits models were trained
-# once by `python -m pdlib experiment ddgan-digits` and `python -m pdlib experiment ddgan-digits-long`
-# (the metrics files below record their configuration, commit and wall time); set `RETRAIN = True` to
-# train them again here (about 11 and 70 minutes on 2 cores).
+# once by `python -m pdlib experiment ddgan-digits`, `python -m pdlib experiment ddgan-digits-long` and
+# `python -m pdlib experiment wddgan-digits-long` (the metrics files below record their configuration,
+# commit and wall time); set `RETRAIN = True` to train them again here (about 11, 70 and 34 minutes
+# on 2 cores).
 
 # %%
-# The switches. RETRAIN = True trains ddgan-digits and ddgan-digits-long here (their wall times
-# are printed below, from their records). PAPER_SCALE = True uses the "paper" budget (GPU).
+# The switches. RETRAIN = True trains ddgan-digits, ddgan-digits-long and wddgan-digits-long here
+# (their wall times are printed below, from their records). PAPER_SCALE = True uses the "paper" budget (GPU).
 RETRAIN = False
 PAPER_SCALE = False
 
@@ -427,8 +428,8 @@ for name, (_, q) in live.items():
 # logits than fake ones, and its logits vary from pair to pair. The pixel and wavelet discriminators'
 # logits barely move: their spread over the pairs and their real-minus-fake gap are both several times
 # smaller. A discriminator whose output hardly depends on its input gives the generator almost no
-# signal to follow. The next section shows that, for the pixel model, this is a matter of training
-# length.
+# signal to follow. The next section trains both models longer: for the pixel model this is a matter
+# of training length; for the wavelet model, not only.
 
 # %%
 # chapter 8's latent model, from its committed artifact, as the yardstick
@@ -587,8 +588,99 @@ plt.show()
 # The discriminator tells the same story as the samples. After 12,000 steps its loss is clearly below
 # chance, and at $t = 0$ its logits now separate real from fake pairs (a gap of about 0.6) and vary
 # from pair to pair, twenty times more than after 1,500 steps. The flat discriminators of the
-# previous section were a game that had barely started, not a broken one. We have not made the same
-# long run for the wavelet model.
+# previous section were a game that had barely started, not a broken one.
+#
+# ### The wavelet model, trained the same way
+#
+# The experiment `wddgan-digits-long` does the same for the wavelet model: `wddgan` of `ddgan-digits`
+# with the long pixel run's batch size, discriminator learning rate and steps, and nothing else (a test
+# checks this). Below, its samples are scored like the others, and its discriminator is judged as
+# before.
+
+# %%
+WAVELET_LONG = "wddgan-digits-long"
+wavelet_root = experiments.results_root(WAVELET_LONG, retrain=RETRAIN, budget=BUDGET, root=RESULTS)
+wavelet_record = experiments.load_record(WAVELET_LONG, wavelet_root)
+print(experiments.record_summary(wavelet_record))
+wavelet_long = load_trained(
+    experiments.run_config(WAVELET_LONG, "wddgan-long", BUDGET, wavelet_root),
+    wavelet_root / WAVELET_LONG / "wddgan-long.safetensors",
+)
+with torch.no_grad():
+    x_wavelet = wavelet_long.sample(N, generator=torch.Generator().manual_seed(0)).clamp(-1, 1)
+wavelet_quality = digits_quality(x_wavelet, classifier)
+wavelet_q = wavelet_quality["samples"]
+judged["wddgan-long"] = judge(wavelet_long, wavelet_root / WAVELET_LONG / "wddgan-long_history.json")
+table = [
+    ("wavelet, 1,500 steps", live["wddgan"][1]["samples"]),
+    ("wavelet, 12,000 steps", wavelet_q),
+    ("pixel, 12,000 steps", pixel_q),
+    ("DDPM, DDIM 50 (record)", ddpm_record["samples"]),
+]
+print(f"{'':<24}{'precision':>10}{'recall':>8}{'Frechet':>9}")
+for name, q in table:
+    print(f"{name:<24}{q['precision']:>10.2f}{q['recall']:>8.2f}{q['frechet']:>9.1f}")
+print(f"wavelet, 12,000 steps: fewest samples of one class {min(wavelet_quality['class_counts'])} of {N}")
+print(f"{'D at t = 0':<12}{'D loss':>8}{'gap':>8}{'spread':>8}")
+for name in ("wddgan", "wddgan-long", "ddgan-long"):
+    print(f"{name:<12}{judged[name]['loss']:>8.3f}{judged[name]['gap']:>8.3f}{judged[name]['spread']:>8.3f}")
+# the spread of the real digits and of the samples in each Haar subband (std over the N images, mean
+# over positions): how much the samples vary, band by band
+real_bands = haar_dwt(digits(size=8, split="test")[0])
+band_spread = {
+    name: [float(v) for v in haar_dwt(x).std(0).mean((1, 2))]
+    for name, x in (("wavelet, 12,000 steps", x_wavelet), ("pixel, 12,000 steps", per_seed[0][0]))
+}
+real_spread = [float(v) for v in real_bands.std(0).mean((1, 2))]
+print("spread per subband (LL, LH, HL, HH) relative to the held-out digits':")
+for name, spread in band_spread.items():
+    print(f"  {name:<22}" + "  ".join(f"{s / r:.2f}" for s, r in zip(spread, real_spread)))
+# what the text below says
+short_wavelet = live["wddgan"][1]["samples"]
+assert wavelet_q["frechet"] < short_wavelet["frechet"] / 3
+assert abs(wavelet_q["precision"] - pixel_q["precision"]) < spread_of_seeds["precision"] + 0.02
+assert wavelet_q["precision"] > ddpm_record["samples"]["precision"] + 0.05
+assert min(wavelet_quality["class_counts"]) > 30  # every digit drawn
+assert wavelet_q["recall"] < 0.3 and abs(wavelet_q["recall"] - short_wavelet["recall"]) < spread_of_seeds["recall"]
+assert pixel_q["recall"] - wavelet_q["recall"] > 5 * spread_of_seeds["recall"]
+assert all(0.84 < band_spread["wavelet, 12,000 steps"][k] / real_spread[k] < 0.92 for k in range(4))
+assert min(band_spread["pixel, 12,000 steps"][k] / real_spread[k] for k in range(4)) > 0.95
+wavelet_d = judged["wddgan-long"]
+assert abs(wavelet_d["loss"] - 2 * math.log(2)) < 0.03
+for k in ("gap", "spread"):
+    assert wavelet_d[k] < judged["ddgan-long"][k] / 5 and wavelet_d[k] < 2 * judged["wddgan"][k]
+
+# %%
+fig, axes = plt.subplots(1, 2, figsize=(8, 4.4))
+grids = (("wavelet, 1,500 steps", live["wddgan"][0]), ("wavelet, 12,000 steps", x_wavelet))
+for ax, (title, x) in zip(axes, grids):
+    show_images(ax, x[:64], title=title)
+plt.tight_layout()
+plt.show()
+
+# %% [markdown]
+# **The wavelet DDGAN trained longer draws clean digits, but too few kinds of them.** Its Fréchet
+# distance falls from about 143 to about 35, and its precision, 0.93, equals the pixel model's and is
+# above the DDPM's: most samples in the grid are well-formed digits, of every class (the rarest gets 72
+# of 1,000). Its recall did not move: 0.19, against 0.13 after 1,500 steps (a change within the noise
+# between sample sets) and 0.70 for the pixel model trained the same way. The samples sit close to
+# real digits but cover only a small part of the held-out digits' styles. The subband spreads say the
+# same in another way: across the 1,000 samples, every band of the wavelet model varies 10 to 15 %
+# less than in real digits, while the long pixel model matches the real spread in all four bands.
+#
+# Its discriminator has hardly started. After 12,000 steps its loss is still at chance, and its
+# logits at $t = 0$ barely separate real from fake pairs: their gap and spread are a sixth or less of
+# the long pixel model's, and less than twice the wavelet model's after 1,500 steps. So at this budget
+# the wavelet model is not a matter of training length alone, as the pixel model was. We have not found
+# the cause. One candidate is the L1 reconstruction term, which the wavelet model has and the pixel
+# model does not: with a discriminator that gives almost no signal, the generator follows mostly the
+# L1 term, whose best answer is one typical $x_0$ for each $x_t$, high in precision and low in
+# variety. A short probe without the term (3,000 steps, not committed) was far worse in Fréchet
+# distance, so simply dropping it is not the fix.
+#
+# The run took 34 minutes, on a later machine of the same 2-core kind (the CPUs behind it changed
+# between the two runs), so its minutes do not compare with the table above; {doc}`08_lddgan`
+# measures the variants' cost per training step side by side.
 
 # %% [markdown]
 # ## Summary
@@ -603,6 +695,8 @@ plt.show()
 #   discriminators barely respond to their input yet. With 12,000 steps the pixel DDGAN works, with
 #   the precision and recall of the latent model of {doc}`08_lddgan` trained the same way, at about
 #   three times its CPU cost; both fall short of the DDPM's recall.
+# - The wavelet DDGAN trained the same way draws clean digits of every class but with little variety
+#   (recall 0.19), and its discriminator is still near chance: at this budget it does not work yet.
 #
 # ## Exercises
 #
