@@ -317,6 +317,7 @@ for name, (_, _, nfe) in SAMPLERS.items():
         f"{name:<28} NFE {nfe:>4}   {timing[name]:.3f} s per 100 images   "
         f"{timing[name] / base:5.1f} x LDDGAN"
     )
+assert timing["DDPM, DDIM 100"] / base > 20  # the speed goal against DDIM-100 (text below)
 
 # %%
 speed_quality, speed_samples = {}, {}
