@@ -671,12 +671,13 @@ plt.show()
 # Its discriminator has hardly started. After 12,000 steps its loss is still at chance, and its
 # logits at $t = 0$ barely separate real from fake pairs: their gap and spread are a sixth or less of
 # the long pixel model's, and less than twice the wavelet model's after 1,500 steps. So at this budget
-# the wavelet model is not a matter of training length alone, as the pixel model was. We have not found
-# the cause. One candidate is the L1 reconstruction term, which the wavelet model has and the pixel
-# model does not: with a discriminator that gives almost no signal, the generator follows mostly the
-# L1 term, whose best answer is one typical $x_0$ for each $x_t$, high in precision and low in
-# variety. A short probe without the term (3,000 steps, not committed) was far worse in Fréchet
-# distance, so simply dropping it is not the fix.
+# the wavelet model is not a matter of training length alone, as the pixel model was. This chapter
+# does not establish the cause. One candidate follows from the energy shares printed in the Haar cell
+# above: the chain adds noise of the same size to every subband, but the three detail bands are two to
+# five times smaller than LL in amplitude (the square roots of those shares). They drown in the noise
+# at an earlier step than LL does, and they carry what makes one way of writing a digit differ from
+# another, which is what recall counts. Scaling each band to unit variance, as LDDGAN scales its
+# latents, would test this; `pdlib` keeps the paper's division by 2.
 #
 # The run took 34 minutes, on a later machine of the same 2-core kind (the CPUs behind it changed
 # between the two runs), so its minutes do not compare with the table above; {doc}`08_lddgan`
